@@ -1,0 +1,3 @@
+from ezrunner.cli import main
+
+raise SystemExit(main())

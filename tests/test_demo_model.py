@@ -1,0 +1,75 @@
+"""The generated demo model is a real Hugging Face model directory."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+
+from ezrunner.core.demo_model import PRESETS, write_demo_model
+from ezrunner.core.errors import UsageError
+
+
+def test_layout(tiny_model_dir):
+    names = {p.name for p in tiny_model_dir.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+            "generation_config.json"} <= names
+    assert not [n for n in names if n.endswith(".part") or n.startswith(".")]
+    cfg = json.loads((tiny_model_dir / "config.json").read_text())
+    assert cfg["architectures"] == ["LlamaForCausalLM"]
+    assert "chat_template" in json.loads((tiny_model_dir / "tokenizer_config.json").read_text())
+
+
+def test_safetensors_header_matches_the_parameter_count(tiny_model_dir):
+    raw = (tiny_model_dir / "model.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    header.pop("__metadata__")
+    count = 0
+    for entry in header.values():
+        size = 1
+        for d in entry["shape"]:
+            size *= d
+        count += size
+        assert entry["dtype"] == "BF16"
+    assert count == PRESETS["tiny"].parameter_count()
+    assert len(raw) == 8 + n + 2 * count
+
+
+def test_transformers_loads_and_generates(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    assert sum(p.numel() for p in model.parameters()) == PRESETS["tiny"].parameter_count()
+    enc = tok.apply_chat_template(
+        [{"role": "user", "content": "Hello"}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    assert tok.decode(enc["input_ids"][0]).endswith("<|im_start|>assistant\n")
+    out = model.generate(**enc, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] == enc["input_ids"].shape[1] + 5 or int(out[0, -1]) in (tok.eos_token_id,)
+
+
+def test_refuses_a_non_empty_folder_and_leaves_it(tmp_path):
+    (tmp_path / "keep.txt").write_text("x")
+    with pytest.raises(UsageError):
+        write_demo_model(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
+    import ezrunner.core.demo_model as dm
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dm, "write_safetensors", boom)
+    with pytest.raises(KeyboardInterrupt):
+        write_demo_model(tmp_path / "m")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_small_preset_is_at_least_30m_parameters():
+    assert PRESETS["small"].parameter_count() >= 30_000_000
