@@ -20,6 +20,8 @@ BASE_IMAGE_TAG = os.environ.get("EZ_TEST_BASE_IMAGE", "ezrunner-test/debian-pyth
 EZRUNNER = str(Path(sys.executable).parent / "ezrunner")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+pytest_plugins = ["support_tui"]
+
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
