@@ -1,0 +1,486 @@
+"""Read side of the bundle format (contract C): find split parts, read them as one
+stream, check the structure and the checksum before anything reaches Docker.
+
+Nothing here imports docker: verifying a bundle needs only the files.
+
+A bundle is one tar in the classic ``docker save`` layout whose FIRST member is
+``ezrunner-bundle.json``; next to it lies ``BUNDLE.tar.sha256`` (sha256sum format,
+the hash of the whole joined tar). Split bundles are ``BUNDLE.tar.part-001``,
+``-002``, ... (3 digits, 1-based) and read as if they were joined.
+
+Every problem with the files raises :class:`BundleError` (exit code 2) whose
+message names which problem it is: a missing part, a truncated file, a checksum
+mismatch, or a file that is not a bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tarfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ezrunner.core import bundle as _fmt
+from ezrunner.core.bundle import BUNDLE_FORMAT, PART_DIGITS, PART_INFIX
+from ezrunner.core.bundle import BUNDLE_MANIFEST_NAME as BUNDLE_MEMBER
+from ezrunner.core.errors import EzError
+from ezrunner.core.events import BytesProgress, Event, Notice, PhaseFinished, PhaseStarted
+
+_PART_RE = re.compile(r"^(?P<base>.+)" + re.escape(PART_INFIX) + r"(?P<num>\d{%d})$" % PART_DIGITS)
+READ_CHUNK = 4 * 1024 * 1024
+# Emit a progress event at most this often (seconds) while hashing or loading.
+PROGRESS_INTERVAL = 0.2
+
+
+class BundleError(EzError):
+    """A bundle file problem: missing part, truncated, checksum mismatch, not a bundle."""
+
+    exit_code = 2
+
+
+def part_name(base: str, index: int) -> str:
+    """``BUNDLE.tar`` + 1 -> ``BUNDLE.tar.part-001`` (contract C)."""
+    return _fmt.part_path(base, index).name
+
+
+sidecar_path = _fmt.sidecar_path
+
+
+# --------------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class BundleSource:
+    """Where a bundle's bytes are: one file, or split parts in order.
+
+    ``path`` is the joined name (``BUNDLE.tar``) even when it does not exist."""
+
+    path: Path
+    parts: tuple[Path, ...]
+    sizes: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def split(self) -> bool:
+        return len(self.parts) > 1 or self.parts[0] != self.path
+
+    @property
+    def sidecar(self) -> Path:
+        return sidecar_path(self.path)
+
+    def open(self) -> "JoinedReader":
+        return JoinedReader(self.parts, self.sizes)
+
+    def describe(self) -> str:
+        if not self.split:
+            return self.path.name
+        return f"{self.path.name} ({len(self.parts)} parts)"
+
+
+def find_bundle(path: str | os.PathLike[str]) -> BundleSource:
+    """Resolve what the operator named: ``BUNDLE.tar``, any ``BUNDLE.tar.part-NNN``,
+    or ``BUNDLE.tar`` when only its parts exist. Gaps in the part numbers raise
+    :class:`BundleError` naming the first missing part."""
+    p = Path(path)
+    m = _PART_RE.match(p.name)
+    if m:
+        joined = p.with_name(m.group("base"))
+    else:
+        joined = p
+    if not m and p.is_file():
+        return BundleSource(joined, (p,), (p.stat().st_size,))
+    if not m and p.exists():
+        raise BundleError(f"not a bundle: {p} is not a file")
+    parts = _find_parts(joined)
+    if not parts:
+        if m:
+            raise BundleError(f"missing part: {p.name} does not exist", hint=f"look in {p.parent}")
+        raise BundleError(
+            f"bundle not found: {p} (and no {part_name(p.name, 1)})",
+            hint="give the path of BUNDLE.tar or of its first part BUNDLE.tar.part-001",
+        )
+    numbers = sorted(parts)
+    expected = list(range(1, numbers[-1] + 1))
+    missing = [n for n in expected if n not in parts]
+    if missing:
+        names = ", ".join(part_name(joined.name, n) for n in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise BundleError(
+            f"missing part: {names}{more} (found {len(parts)} of at least {numbers[-1]} parts of {joined.name})",
+            hint=f"copy every {joined.name}.part-NNN file into {joined.parent}",
+        )
+    ordered = tuple(parts[n] for n in expected)
+    return BundleSource(joined, ordered, tuple(q.stat().st_size for q in ordered))
+
+
+def _find_parts(joined: Path) -> dict[int, Path]:
+    found: dict[int, Path] = {}
+    folder = joined.parent if str(joined.parent) else Path(".")
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return found
+    prefix = joined.name + PART_INFIX
+    for entry in entries:
+        if entry.name.startswith(prefix):
+            m = _PART_RE.match(entry.name)
+            if m and m.group("base") == joined.name and entry.is_file():
+                found[int(m.group("num"))] = entry
+    return found
+
+
+class JoinedReader(io.RawIOBase):
+    """Read (and seek in) several files as one, without writing a joined copy."""
+
+    def __init__(self, parts: tuple[Path, ...], sizes: tuple[int, ...]):
+        super().__init__()
+        self._parts = parts
+        self._sizes = sizes
+        self._starts: list[int] = []
+        offset = 0
+        for size in sizes:
+            self._starts.append(offset)
+            offset += size
+        self._size = offset
+        self._pos = 0
+        self._index = -1
+        self._fh: io.BufferedReader | None = None
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self._size + offset
+        else:
+            raise ValueError(f"bad whence {whence}")
+        if pos < 0:
+            raise ValueError("negative seek position")
+        self._pos = pos
+        return pos
+
+    def _part_at(self, pos: int) -> int:
+        # Few parts: a linear scan is fine.
+        for i in range(len(self._starts) - 1, -1, -1):
+            if pos >= self._starts[i]:
+                return i
+        return 0
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        """Fill ``buffer`` across part boundaries; short only at the end."""
+        view = memoryview(buffer).cast("B")
+        total = 0
+        while total < len(view) and self._pos < self._size:
+            n = self._readinto_one(view[total:])
+            if n == 0:
+                break
+            total += n
+        return total
+
+    def _readinto_one(self, view: memoryview) -> int:
+        index = self._part_at(self._pos)
+        while index < len(self._sizes) - 1 and self._pos >= self._starts[index] + self._sizes[index]:
+            index += 1
+        if index != self._index:
+            if self._fh is not None:
+                self._fh.close()
+            self._fh = open(self._parts[index], "rb", buffering=0)  # noqa: SIM115
+            self._index = index
+        assert self._fh is not None
+        within = self._pos - self._starts[index]
+        if self._fh.tell() != within:
+            self._fh.seek(within)
+        room = min(len(view), self._starts[index] + self._sizes[index] - self._pos)
+        n = self._fh.readinto(view[:room]) or 0
+        if n == 0 and room > 0:
+            raise BundleError(f"truncated: {self._parts[index].name} changed size while reading")
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        super().close()
+
+
+# --------------------------------------------------------------------------- sidecar
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    sha256: str
+    name: str
+
+
+def parse_sidecar(text: str) -> Sidecar:
+    """Parse a sha256sum line: ``<64 hex>  NAME`` (``*NAME`` for binary mode too)."""
+    digest, name = _fmt.parse_sidecar(text)
+    return Sidecar(digest, name.strip())
+
+
+def read_sidecar(source: BundleSource) -> Sidecar:
+    path = source.sidecar
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise BundleError(
+            f"missing checksum file: {path.name} is not next to the bundle",
+            hint=f"copy {path.name} into {path.parent}, or pass --no-verify to skip the checksum",
+        ) from None
+    except OSError as exc:
+        raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return parse_sidecar(text)
+    except EzError:
+        raise BundleError(f"bad checksum file: {path.name} is not in sha256sum format",
+                          hint="it should read '<64 hex>  BUNDLE.tar'") from None
+
+
+# --------------------------------------------------------------------------- structure
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """What the structure check learned: the parsed ``ezrunner-bundle.json``, the
+    docker manifest entry and the offsets of the members."""
+
+    manifest: dict[str, Any]
+    docker_manifest: dict[str, Any]
+    members: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (data offset, size)
+    end_of_archive: int = 0
+
+    @property
+    def image_id(self) -> str:
+        return str(self.manifest.get("image_id", ""))
+
+    @property
+    def image_tag(self) -> str:
+        return str(self.manifest.get("image_tag", ""))
+
+    @property
+    def served_model_name(self) -> str:
+        return str(self.manifest.get("served_model_name", ""))
+
+    @property
+    def model_bytes(self) -> int:
+        try:
+            return int(self.manifest.get("model_bytes") or 0)
+        except (TypeError, ValueError):
+            return 0
+
+
+def _not_a_bundle(source: BundleSource, why: str) -> BundleError:
+    return BundleError(
+        f"not a bundle: {source.describe()} {why}",
+        hint="give the .tar written by `ezrunner pack` (or its first .part-001)",
+    )
+
+
+def _truncated(source: BundleSource, why: str) -> BundleError:
+    hint = "copy the file again; the copy stopped early"
+    if source.split:
+        last = source.parts[-1].name
+        hint = f"the last part found is {last}: a later part may be missing, or a part was not copied whole"
+        return BundleError(f"truncated bundle (or a missing last part): {source.describe()} {why}", hint=hint)
+    return BundleError(f"truncated bundle: {source.describe()} {why}", hint=hint)
+
+
+def inspect_bundle(source: BundleSource) -> BundleInfo:
+    """Walk the tar headers (seeking over the data, so it is quick for any size),
+    read ``ezrunner-bundle.json`` and ``manifest.json``, check that every member
+    is whole and that the archive ends properly, and cross-check the image id
+    against the sha256 of the image config member."""
+    size = source.size
+    if size == 0:
+        raise _not_a_bundle(source, "is empty")
+    with source.open() as raw:
+        try:
+            tar = tarfile.open(fileobj=raw, mode="r:")  # noqa: SIM115
+        except tarfile.ReadError:
+            raise _not_a_bundle(source, "is not a tar archive") from None
+        members: dict[str, tuple[int, int]] = {}
+        first: tarfile.TarInfo | None = None
+        try:
+            while True:
+                info = tar.next()
+                if info is None:
+                    break
+                if first is None:
+                    first = info
+                    if info.name != BUNDLE_MEMBER:
+                        raise _not_a_bundle(source, f"starts with {info.name!r}, not {BUNDLE_MEMBER!r}")
+                if info.isreg():
+                    members[info.name] = (info.offset_data, info.size)
+                    if info.offset_data + info.size > size:
+                        raise _truncated(
+                            source,
+                            f"ends at byte {size:,} inside member {info.name!r} "
+                            f"(which needs {info.offset_data + info.size:,})",
+                        )
+        except tarfile.ReadError as exc:
+            if first is None:
+                raise _not_a_bundle(source, "is not a tar archive") from None
+            raise _truncated(source, f"ends at byte {size:,} in the middle of the archive ({exc})") from None
+        if first is None:
+            raise _not_a_bundle(source, "is an empty tar archive")
+        end = tar.offset
+        # A tar ends with two zero blocks; a file cut exactly between members lacks them.
+        raw.seek(end)
+        trailer = raw.read(1024) or b""
+        if len(trailer) < 1024 or trailer.count(0) != 1024:
+            raise _truncated(source, f"has no end-of-archive marker after its last member (size {size:,} bytes)")
+
+        def read_member(name: str, limit: int = 64 * 1024 * 1024) -> bytes:
+            offset, length = members[name]
+            if length > limit:
+                raise _not_a_bundle(source, f"has an oversized {name!r} ({length:,} bytes)")
+            raw.seek(offset)
+            data = b""
+            while len(data) < length:
+                chunk = raw.read(length - len(data))
+                if not chunk:
+                    raise _truncated(source, f"ends inside {name!r}")
+                data += chunk
+            return data
+
+        try:
+            manifest = json.loads(read_member(BUNDLE_MEMBER))
+        except (ValueError, UnicodeDecodeError):
+            raise _not_a_bundle(source, f"has a {BUNDLE_MEMBER} that is not JSON") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+            fmt = manifest.get("format") if isinstance(manifest, dict) else None
+            raise _not_a_bundle(source, f"has format {fmt!r} in {BUNDLE_MEMBER}, expected {BUNDLE_FORMAT!r}")
+        for key in ("image_id", "served_model_name", "engine"):
+            if not manifest.get(key):
+                raise _not_a_bundle(source, f"has no {key!r} in {BUNDLE_MEMBER}")
+        if "manifest.json" not in members:
+            raise _not_a_bundle(source, "has no manifest.json (not a docker save archive)")
+        try:
+            docker_manifest_list = json.loads(read_member("manifest.json"))
+            docker_manifest = docker_manifest_list[0]
+            config_name = docker_manifest["Config"]
+            layers = list(docker_manifest.get("Layers") or [])
+        except (ValueError, LookupError, TypeError):
+            raise _not_a_bundle(source, "has an unreadable manifest.json") from None
+        if config_name not in members:
+            raise _not_a_bundle(source, f"lacks its image config {config_name!r}")
+        for layer in layers:
+            if layer not in members:
+                raise _not_a_bundle(source, f"lacks layer {layer!r} named in manifest.json")
+        config_sha = "sha256:" + hashlib.sha256(read_member(config_name)).hexdigest()
+        if config_sha != manifest["image_id"]:
+            raise BundleError(
+                f"checksum mismatch: the image config in {source.describe()} has {config_sha[:19]}…, "
+                f"but {BUNDLE_MEMBER} says {str(manifest['image_id'])[:19]}…",
+                hint="the bundle is damaged or was edited; pack it again",
+            )
+    return BundleInfo(manifest=manifest, docker_manifest=docker_manifest, members=members, end_of_archive=end)
+
+
+# --------------------------------------------------------------------------- hashing
+
+
+def iter_chunks(source: BundleSource, chunk_size: int = READ_CHUNK) -> Iterator[memoryview]:
+    """The joined bytes of the bundle, part after part, in chunks (a reused buffer:
+    consume each chunk before asking for the next)."""
+    buf = bytearray(chunk_size)
+    view = memoryview(buf)
+    for path, expected in zip(source.parts, source.sizes):
+        with open(path, "rb", buffering=0) as fh:
+            done = 0
+            while True:
+                n = fh.readinto(buf)
+                if not n:
+                    break
+                done += n
+                yield view[:n]
+            if done != expected:
+                raise BundleError(f"truncated: {path.name} changed size while reading ({done:,} of {expected:,} bytes)")
+
+
+def sha256_of(
+    source: BundleSource,
+    on_event: Callable[[Event], None] | None = None,
+    *,
+    phase: str = "verify",
+    chunk_size: int = READ_CHUNK,
+) -> str:
+    """sha256 of the joined bundle, streamed, emitting BytesProgress."""
+    emit = on_event or (lambda _e: None)
+    total = source.size
+    h = hashlib.sha256()
+    done = 0
+    last = 0.0
+    for chunk in iter_chunks(source, chunk_size):
+        h.update(chunk)
+        done += len(chunk)
+        now = time.monotonic()
+        if now - last >= PROGRESS_INTERVAL:
+            last = now
+            emit(BytesProgress(phase, item=source.path.name, done=done, total=total))
+    emit(BytesProgress(phase, item=source.path.name, done=done, total=total))
+    return h.hexdigest()
+
+
+def verify_bundle(
+    path: str | os.PathLike[str] | BundleSource,
+    on_event: Callable[[Event], None] | None = None,
+    *,
+    check_hash: bool = True,
+) -> tuple[BundleSource, BundleInfo]:
+    """Find the parts, check the structure (quick), then (unless ``check_hash`` is
+    False) hash the whole joined bundle and compare it with the sidecar.
+
+    Emits PhaseStarted/BytesProgress/Notice/PhaseFinished with phase "verify".
+    Raises :class:`BundleError` (exit 2) naming the problem."""
+    emit = on_event or (lambda _e: None)
+    source = path if isinstance(path, BundleSource) else find_bundle(path)
+    sidecar = read_sidecar(source) if check_hash else None
+    emit(PhaseStarted("verify", label=f"verify {source.describe()}", total=source.size if check_hash else None))
+    if source.split:
+        emit(Notice("verify", message=f"reading {len(source.parts)} parts in order: "
+                    f"{source.parts[0].name} … {source.parts[-1].name} ({source.size:,} bytes)"))
+    info = inspect_bundle(source)
+    if not check_hash:
+        emit(Notice("verify", level="warning", message="--no-verify: the sha256 checksum was NOT checked"))
+        emit(PhaseFinished("verify", ok=True, detail="checksum skipped (--no-verify)",
+                           data={"verified": False, "image_id": info.image_id}))
+        return source, info
+    assert sidecar is not None
+    if sidecar.name.lstrip("./") != source.path.name:
+        emit(Notice("verify", level="warning",
+                    message=f"{source.sidecar.name} names {sidecar.name!r}, not {source.path.name!r}; checking anyway"))
+    digest = sha256_of(source, emit)
+    if digest != sidecar.sha256:
+        raise BundleError(
+            f"checksum mismatch: {source.describe()} has sha256 {digest[:16]}…, {source.sidecar.name} says {sidecar.sha256[:16]}…",
+            hint="the bundle was damaged in transit; copy it again (compare with `sha256sum` on the source)",
+        )
+    emit(PhaseFinished("verify", ok=True, detail=f"sha256 {digest[:16]}… matches",
+                       data={"verified": True, "sha256": digest, "image_id": info.image_id}))
+    return source, info

@@ -1,0 +1,160 @@
+"""``ezrunner run BUNDLE``: verify, load, start and wait for a bundle (offline)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="verify, load and start a bundle, wait until it answers (offline)",
+        description=(
+            "Verify a bundle against its .sha256 sidecar and its manifest, load it into Docker "
+            "(skipped when the image is there already), start it from its image labels, wait "
+            "for its ready path and print the OpenAI base URL. Needs no network."
+        ),
+    )
+    p.add_argument("bundle", metavar="BUNDLE", help="BUNDLE.tar, or its first part BUNDLE.tar.part-001")
+    p.add_argument("--port", type=int, default=None, help="host port (default: the bundle's, 8000)")
+    p.add_argument("--host", default="127.0.0.1", help="host address to bind (default 127.0.0.1; 0.0.0.0 = every address)")
+    p.add_argument("--name", default=None, help="container name (default: the served model name)")
+    p.add_argument("--gpus", default=None, metavar="all|0,1|none",
+                   help="GPUs to give the container (default: all when the bundle needs a GPU, else none)")
+    p.add_argument("--api-key", default=None, help="require this API key from clients")
+    p.add_argument("--no-verify", action="store_true", help="skip the sha256 check (the structure is still checked)")
+    p.add_argument("--detach", "-d", action="store_true",
+                   help="return once it is ready (default: then follow its logs until Ctrl-C, which leaves it running)")
+    p.add_argument("--ready-timeout", type=float, default=None, metavar="SECONDS",
+                   help="how long to wait for ready (default: scales with the model size)")
+    p.add_argument("--network", default=None, help="attach to this Docker network instead of the default bridge")
+    p.set_defaults(func=_run)
+
+
+class EventRenderer:
+    """Render core events on the terminal with rich: byte bars for verify/load,
+    an elapsed-time line with the latest log line while waiting for ready."""
+
+    def __init__(self, console=None):
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self.console = console or Console(stderr=True, highlight=False)
+        self._bytes = Progress(
+            TextColumn("{task.description}"), BarColumn(bar_width=24), DownloadColumn(),
+            TransferSpeedColumn(), TimeRemainingColumn(), console=self.console, transient=True,
+        )
+        self._wait = Progress(
+            TextColumn("{task.description}"), TimeElapsedColumn(), TextColumn("[dim]{task.fields[line]}"),
+            console=self.console, transient=True,
+        )
+        self._tasks: dict[tuple[str, str], Any] = {}
+        self._active = None
+
+    def _use(self, progress) -> None:
+        if self._active is progress:
+            return
+        self.close()
+        progress.start()
+        self._active = progress
+
+    def close(self) -> None:
+        if self._active is not None:
+            self._active.stop()
+            self._active = None
+            self._tasks.clear()
+
+    def __call__(self, event) -> None:
+        from ezrunner.core import events as ev
+
+        c = self.console
+        if isinstance(event, ev.PhaseStarted):
+            if event.phase == "ready":
+                self._use(self._wait)
+                self._tasks[("ready", "")] = self._wait.add_task("waiting for ready", total=event.total, line="")
+            elif event.phase in ("verify", "load") and event.total:
+                self._use(self._bytes)
+                label = "verifying sha256" if event.phase == "verify" else "loading into Docker"
+                self._tasks[(event.phase, "")] = self._bytes.add_task(label, total=event.total)
+            else:
+                c.print(f"[bold]{event.label}[/]")
+        elif isinstance(event, ev.BytesProgress):
+            key = (event.phase, "" if event.item and not event.item.startswith("layer") else event.item)
+            if event.item.startswith("layer"):
+                key = (event.phase, event.item)
+            if key not in self._tasks:
+                self._use(self._bytes)
+                self._tasks[key] = self._bytes.add_task(event.item[:30], total=event.total)
+            self._bytes.update(self._tasks[key], completed=event.done, total=event.total)
+        elif isinstance(event, ev.StepProgress) and event.phase == "ready":
+            task = self._tasks.get(("ready", ""))
+            if task is not None:
+                width = max(10, c.width - 40)
+                self._wait.update(task, completed=event.index, line=event.name[-width:])
+        elif isinstance(event, ev.LogLines):
+            if event.phase == "ready":
+                self.close()
+                c.print(f"[bold]--- last {len(event.lines)} log lines ---[/]")
+                for line in event.lines:
+                    c.out(line, highlight=False)
+                c.print("[bold]---[/]")
+        elif isinstance(event, ev.Notice):
+            style = {"warning": "yellow", "error": "red"}.get(event.level, "")
+            if self._active is not None:
+                self._active.console.print(f"[{style}]{event.message}[/]" if style else event.message, markup=bool(style))
+            else:
+                c.print(f"[{style}]{event.message}[/]" if style else event.message, markup=bool(style))
+        elif isinstance(event, ev.PhaseFinished):
+            if event.phase in ("verify", "load", "ready"):
+                self.close()
+            mark = "[green]ok[/]" if event.ok else "[red]failed[/]"
+            if event.phase != "start":
+                c.print(f"{event.phase}: {mark} {event.detail}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ezrunner.core import runner
+
+    gpus = runner.parse_gpus(args.gpus)
+    render = EventRenderer()
+    try:
+        ready = runner.run_bundle(
+            args.bundle, verify=not args.no_verify, name=args.name, host=args.host, port=args.port,
+            gpus=gpus, api_key=args.api_key, network=args.network, ready_timeout_s=args.ready_timeout,
+            on_event=render,
+        )
+    finally:
+        render.close()
+    out = sys.stdout
+    print(f"{ready.running.name} is ready ({ready.elapsed:.0f}s)", file=out)
+    print(f"  OpenAI base URL: {ready.base_url}", file=out)
+    print(f"  model:           {ready.model}", file=out)
+    if ready.needs_key:
+        print("  API key:         the one given with --api-key (export API_KEY=... for the command below)", file=out)
+    print("  try it:", file=out)
+    print(f"    {ready.curl()}", file=out)
+    if ready.running.host not in ("127.0.0.1", "::1", "localhost"):
+        print(f"  listening on {ready.running.host}:{ready.running.port} (reachable from other machines)", file=out)
+    print(f"  stop it with: ezrunner stop {ready.running.name}", file=out)
+    out.flush()
+    if args.detach:
+        return 0
+    print("following its logs; Ctrl-C stops following (the server keeps running)", file=sys.stderr)
+    try:
+        for batch in runner.follow_logs(ready.running.container, follow=True, tail=0):
+            for line in batch:
+                print(line, file=out)
+            out.flush()
+    except KeyboardInterrupt:
+        print(f"\nstill running: {ready.base_url}  (ezrunner stop {ready.running.name})", file=sys.stderr)
+    return 0

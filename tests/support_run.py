@@ -1,0 +1,213 @@
+"""Fixtures and helpers for the run side (issue 6): contract-conforming synthetic
+bundles (no Docker needed) and, for Docker tests, a small labelled image saved as
+a real bundle. Registered in conftest.py ``pytest_plugins``."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+
+def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    tf.addfile(info, io.BytesIO(data))
+
+
+def write_sidecar_for(bundle: Path, parts: list[Path] | None = None) -> str:
+    h = hashlib.sha256()
+    for p in parts or [bundle]:
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    digest = h.hexdigest()
+    (bundle.parent / (bundle.name + ".sha256")).write_text(f"{digest}  {bundle.name}\n")
+    return digest
+
+
+def make_synthetic_bundle(dest: Path, *, layer_bytes: int = 300_000, manifest_overrides: dict | None = None,
+                          first_member: str = "ezrunner-bundle.json", seed: int = 1) -> Path:
+    """A tar that follows contract C (docker-archive layout, ezrunner-bundle.json
+    first) with one random layer; plus its sidecar. Not loadable by Docker (the
+    layer is not a tar), which the structure checks do not need."""
+    rnd = hashlib.sha256(str(seed).encode()).digest()
+    layer = (rnd * (layer_bytes // len(rnd) + 1))[:layer_bytes]
+    layer = bytes(b ^ (i * 7 & 0xFF) for i, b in enumerate(layer[:4096])) + layer[4096:]
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": {}},
+                         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]}}).encode()
+    config_hex = hashlib.sha256(config).hexdigest()
+    manifest = {
+        "format": "ezrunner-bundle/1", "model": "demo/tiny", "revision": None, "served_model_name": "tiny",
+        "files": {}, "model_bytes": layer_bytes, "engine": "transformers", "device": "cpu", "plan": {},
+        "image_id": "sha256:" + config_hex, "image_tag": "ezrunner/tiny:test", "ezrunner_version": "0",
+        "created": "2026-01-01T00:00:00Z",
+    }
+    manifest.update(manifest_overrides or {})
+    layer_dir = hashlib.sha256(b"layer" + layer[:64]).hexdigest()
+    docker_manifest = [{"Config": f"{config_hex}.json", "RepoTags": [manifest["image_tag"]],
+                        "Layers": [f"{layer_dir}/layer.tar"]}]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tf:
+        if first_member == "ezrunner-bundle.json":
+            _add(tf, "ezrunner-bundle.json", json.dumps(manifest).encode())
+        _add(tf, f"{layer_dir}/VERSION", b"1.0")
+        _add(tf, f"{layer_dir}/layer.tar", layer)
+        _add(tf, f"{config_hex}.json", config)
+        _add(tf, "manifest.json", json.dumps(docker_manifest).encode())
+        if first_member != "ezrunner-bundle.json":
+            _add(tf, "ezrunner-bundle.json", json.dumps(manifest).encode())
+    write_sidecar_for(dest)
+    return dest
+
+
+def split_bundle(bundle: Path, part_size: int) -> list[Path]:
+    """Split like `ezrunner pack --split-size`: BUNDLE.tar.part-001.. + the same sidecar; removes BUNDLE.tar."""
+    parts = []
+    with open(bundle, "rb") as fh:
+        i = 1
+        while True:
+            data = fh.read(part_size)
+            if not data:
+                break
+            p = bundle.with_name(f"{bundle.name}.part-{i:03d}")
+            p.write_bytes(data)
+            parts.append(p)
+            i += 1
+    os.unlink(bundle)
+    return parts
+
+
+@pytest.fixture
+def synthetic_bundle(tmp_path) -> Path:
+    return make_synthetic_bundle(tmp_path / "tiny.tar")
+
+
+# --------------------------------------------------------------------------- docker side
+
+MINI_SERVER = r'''
+import http.server, json, os, sys, time
+START = time.time()
+DELAY = float(os.environ.get("MINI_READY_DELAY", "1.5"))
+MODE = os.environ.get("MINI_MODE", "ok")
+print("mini server starting", flush=True)
+if MODE == "crash":
+    print("loading weights from /models/mini/model.safetensors", flush=True)
+    print("FileNotFoundError: [Errno 2] No such file or directory: '/models/mini/model.safetensors'", flush=True)
+    sys.exit(3)
+if MODE == "oom":
+    print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", flush=True)
+    sys.exit(1)
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/ready":
+            ok = time.time() - START > DELAY
+            self.send_response(200 if ok else 503); self.end_headers(); self.wfile.write(b"ok" if ok else b"warming")
+        else:
+            self.send_response(404); self.end_headers()
+    def log_message(self, fmt, *a):
+        print("request " + fmt % a, flush=True)
+print("listening on 0.0.0.0:8000", flush=True)
+http.server.ThreadingHTTPServer(("0.0.0.0", 8000), H).serve_forever()
+'''
+
+
+def mini_labels(mode: str = "ok", name: str = "mini") -> dict[str, str]:
+    return {
+        "ezrunner.model": f"test/{name}", "ezrunner.revision": "", "ezrunner.served-model-name": name,
+        "ezrunner.engine": "transformers", "ezrunner.device": "cpu", "ezrunner.needs-gpu": "false",
+        "ezrunner.port": "8000", "ezrunner.ready-path": "/ready",
+        "ezrunner.serve-args": json.dumps(["python3", "/opt/mini/server.py"]),
+        "ezrunner.api-key-env": "EZRUNNER_API_KEY", "ezrunner.plan": "{}", "ezrunner.model-bytes": "1000",
+        "ezrunner.version": "0",
+    }
+
+
+def build_mini_image(client, base_image: str, tag: str, *, mode: str = "ok", name: str = "mini",
+                     labels: dict[str, str] | None = None) -> str:
+    """A small labelled image whose CMD runs a tiny HTTP server answering /ready
+    (mode ok), or crashes at start like a model with a missing weight file (crash)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as ctx:
+        Path(ctx, "server.py").write_text(MINI_SERVER)
+        lab = labels or mini_labels(mode, name)
+        label_lines = " \\\n  ".join(f"{k}={json.dumps(v)}" for k, v in lab.items())
+        Path(ctx, "Dockerfile").write_text(
+            f"FROM {base_image}\nCOPY server.py /opt/mini/server.py\nENV MINI_MODE={mode}\n"
+            f"USER 10001\nEXPOSE 8000\nLABEL {label_lines}\nCMD [\"python3\", \"/opt/mini/server.py\"]\n"
+        )
+        image, _ = client.images.build(path=ctx, tag=tag, rm=True, forcerm=True)
+    return image.id
+
+
+def bundle_from_image(client, tag: str, dest: Path, *, served_model_name: str = "mini") -> Path:
+    """docker save TAG, then rewrite it with ezrunner-bundle.json first (contract C) + sidecar."""
+    image = client.images.get(tag)
+    raw = dest.with_suffix(".docker.tar")
+    with open(raw, "wb") as fh:
+        for chunk in image.save(named=tag):
+            fh.write(chunk)
+    manifest = {
+        "format": "ezrunner-bundle/1", "model": f"test/{served_model_name}", "revision": None,
+        "served_model_name": served_model_name, "files": {}, "model_bytes": 1000, "engine": "transformers",
+        "device": "cpu", "plan": {}, "image_id": image.id, "image_tag": tag, "ezrunner_version": "0",
+        "created": "2026-01-01T00:00:00Z",
+    }
+    with tarfile.open(raw, "r:") as src, tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as out:
+        _add(out, "ezrunner-bundle.json", json.dumps(manifest).encode())
+        for m in src.getmembers():
+            out.addfile(m, src.extractfile(m) if m.isreg() else None)
+    raw.unlink()
+    write_sidecar_for(dest)
+    return dest
+
+
+def remove_containers(client, *names: str) -> None:
+    from docker.errors import NotFound
+
+    for n in names:
+        try:
+            client.containers.get(n).remove(force=True)
+        except NotFound:
+            pass
+
+
+def remove_image(client, ref: str) -> None:
+    from docker.errors import ImageNotFound
+
+    try:
+        client.images.remove(ref, force=True)
+    except ImageNotFound:
+        pass
+
+
+MINI_TAG = "ezrunner-test/run-mini:1"
+MINI_CRASH_TAG = "ezrunner-test/run-mini-crash:1"
+
+
+@pytest.fixture(scope="session")
+def mini_bundle(docker_engine, base_image, tmp_path_factory) -> Path:
+    """A real docker-loadable bundle of a tiny labelled image (about the size of the
+    test base image). The image is removed after building, so tests load it."""
+    build_mini_image(docker_engine, base_image, MINI_TAG)
+    path = bundle_from_image(docker_engine, MINI_TAG, tmp_path_factory.mktemp("run-bundles") / "mini.tar")
+    remove_image(docker_engine, MINI_TAG)
+    yield path
+    remove_image(docker_engine, MINI_TAG)
+
+
+@pytest.fixture(scope="session")
+def mini_crash_bundle(docker_engine, base_image, tmp_path_factory) -> Path:
+    build_mini_image(docker_engine, base_image, MINI_CRASH_TAG, mode="crash", name="mini-crash")
+    path = bundle_from_image(docker_engine, MINI_CRASH_TAG, tmp_path_factory.mktemp("run-bundles") / "mini-crash.tar",
+                             served_model_name="mini-crash")
+    remove_image(docker_engine, MINI_CRASH_TAG)
+    yield path
+    remove_image(docker_engine, MINI_CRASH_TAG)
