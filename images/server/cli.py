@@ -1,0 +1,160 @@
+"""Command line of the server: ``python -m ezrunner_server MODEL_DIR [options]``.
+
+The same options back ``ezrunner serve`` (see :func:`add_arguments`). Only the
+standard library is imported at module level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import LoadError, ServerConfig
+
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _non_negative(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"ports go up to 65535, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a local model folder (config.json, weights, tokenizer)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1; use 0.0.0.0 to accept other machines)")
+    parser.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
+    parser.add_argument("--served-model-name", metavar="NAME",
+                        help="the model name clients send (default: the folder's name)")
+    parser.add_argument("--api-key", metavar="KEY",
+                        help="require 'Authorization: Bearer KEY' on /v1 endpoints (default: env EZRUNNER_API_KEY)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where to run the model (default auto: cuda when torch sees a GPU)")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
+                        help="compute dtype (default auto: the weights' dtype on GPU, float32 on CPU)")
+    parser.add_argument("--max-model-len", type=_positive, metavar="N",
+                        help="context length in tokens (default: the model's)")
+    parser.add_argument("--max-concurrency", type=_positive, default=32, metavar="N",
+                        help="requests batched together at most (default 32)")
+    parser.add_argument("--max-queue", type=_non_negative, default=256, metavar="N",
+                        help="requests allowed to wait beyond that; more get 429 (default 256)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow models that ship their own Python code (off by default)")
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    model_dir = Path(args.model_dir).expanduser()
+    name = args.served_model_name or model_dir.resolve().name
+    api_key = args.api_key if args.api_key is not None else (os.environ.get("EZRUNNER_API_KEY") or None)
+    return ServerConfig(
+        model_dir=str(model_dir),
+        served_model_name=name,
+        host=args.host,
+        port=args.port,
+        api_key=api_key or None,
+        device=args.device,
+        dtype=args.dtype,
+        max_model_len=args.max_model_len,
+        max_concurrency=args.max_concurrency,
+        max_queue=args.max_queue,
+        trust_remote_code=args.trust_remote_code,
+    )
+
+
+def precheck(config: ServerConfig) -> str:
+    """Fast checks before the HTTP server starts; returns the declared capability.
+    Raises :class:`LoadError` with a message for the operator."""
+    from .engine import _needs_remote_code, declared_capability, read_json
+
+    model_dir = Path(config.model_dir)
+    if not model_dir.is_dir():
+        raise LoadError(f"model folder {model_dir} does not exist")
+    if not (model_dir / "config.json").is_file():
+        raise LoadError(f"{model_dir} is not a model folder (no config.json)")
+    if not config.served_model_name or any(c.isspace() for c in config.served_model_name):
+        raise LoadError(f"--served-model-name {config.served_model_name!r} must be a non-empty name without spaces")
+    capability = declared_capability(model_dir)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    cfg = read_json(model_dir / "config.json")
+    if not config.trust_remote_code and "auto_map" in cfg and _needs_remote_code(cfg):
+        raise LoadError(
+            f"the model in {model_dir} needs its own Python code (config.json has auto_map for model_type "
+            f"{cfg.get('model_type')!r}); start the server with --trust-remote-code if you trust that code"
+        )
+    return capability
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def serve(config: ServerConfig) -> int:
+    """Run the HTTP server until interrupted; returns the exit status."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import uvicorn
+
+    from .app import create_app
+
+    app = create_app(config)
+    state = app.state
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=config.host, port=config.port, log_level="info", lifespan="on",
+        timeout_graceful_shutdown=5, log_config=None,
+    ))
+    state.on_load_failure = lambda _msg: setattr(server, "should_exit", True)
+    logging.getLogger("ezrunner_server").info(
+        "listening on http://%s:%d (model loads in the background; GET /ready says when)", config.host, config.port)
+    server.run()
+    if state.load_error:
+        print(f"ezrunner-server: error: {state.load_error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ezrunner_server",
+        description="OpenAI-compatible inference server (continuous batching on Transformers).",
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    setup_logging()
+    config = config_from_args(args)
+    try:
+        precheck(config)
+    except LoadError as exc:
+        print(f"ezrunner-server: error: {exc}", file=sys.stderr)
+        return 2
+    return serve(config)
