@@ -682,13 +682,19 @@ class _ExitWatcher:
         import docker
 
         self.code: int | None = None
-        self._client = docker.APIClient(base_url=container.client.api.base_url, timeout=None,
-                                         version=container.client.api.api_version)
         self._id = container.id
+        try:
+            # Its own connection: closing it ends the blocked wait.
+            self._client = docker.from_env(timeout=24 * 3600).api
+        except Exception:  # noqa: BLE001 - fall back to polling the state only
+            self._client = None
+            return
         self._thread = threading.Thread(target=self._wait, name=f"ezrunner-wait-{container.name}", daemon=True)
         self._thread.start()
 
     def _wait(self) -> None:
+        if self._client is None:
+            return
         try:
             res = self._client.wait(self._id, condition="next-exit")
             self.code = int(res.get("StatusCode", -1))
@@ -696,6 +702,8 @@ class _ExitWatcher:
             pass
 
     def close(self) -> None:
+        if self._client is None:
+            return
         try:
             self._client.close()
         except Exception:  # noqa: BLE001
