@@ -1,80 +1,20 @@
-"""Fixtures for the TUI tests: the real embedded server on 127.0.0.1, and a
-deliberately broken OpenAI-compatible server that fails in the middle of a stream."""
+"""Fixtures for the TUI tests. The chat tests use the real embedded server of
+support_server (``gen_server``, one per session); here is only a deliberately
+broken OpenAI-compatible server that fails in the middle of a stream, which the
+real server cannot be made to do."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
-import time
-import urllib.error
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class EmbeddedServer:
-    def __init__(self, base_url: str, api_key: str, model: str, proc: subprocess.Popen) -> None:
-        self.base_url = base_url
-        self.api_key = api_key
-        self.model = model
-        self.proc = proc
-
-
-@pytest.fixture(scope="session")
-def embedded_server(tiny_model_dir, tmp_path_factory):
-    """``python -m ezrunner.images.server`` serving the tiny model on 127.0.0.1 with
-    an API key; stopped at the end of the session."""
-    if importlib.util.find_spec("ezrunner.images.server.__main__") is None:
-        pytest.skip("the embedded server (issue 4) is not in this checkout yet")
-    port = free_port()
-    key = "tui-test-key"
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    env = dict(os.environ, EZRUNNER_API_KEY=key)
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "ezrunner.images.server", str(tiny_model_dir),
-                "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "tiny",
-                "--device", "cpu",
-            ],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"embedded server exited with {proc.returncode}: {log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"embedded server not ready after 180 s: {log.read_text()[-2000:]}")
-            time.sleep(0.3)
-        yield EmbeddedServer(f"http://127.0.0.1:{port}/v1", key, "tiny", proc)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def chat_url(server) -> str:
+    """The OpenAI base URL of a ``support_server.RunningServer``."""
+    return f"{server.base_url}/v1"
 
 
 class _Broken(BaseHTTPRequestHandler):

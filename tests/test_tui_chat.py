@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from textual.widgets import Input, Markdown, Static
-
 from ezrunner.tui.app import EzRunnerApp
 from ezrunner.tui.screens.chat import ChatScreen
+from support_server import API_KEY, FAULT_PROMPT
+from support_tui import chat_url
+from textual.widgets import Input, Markdown, Static
 
 
 async def _open_chat(pilot, app, url, key="", model=""):
@@ -28,10 +29,10 @@ async def _say(pilot, app, text):
 
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)])
-async def test_chat_streams_a_markdown_reply_with_stats(embedded_server, size):
+async def test_chat_streams_a_markdown_reply_with_stats(gen_server, size):
     app = EzRunnerApp(show_version=False)
     async with app.run_test(size=size) as pilot:
-        screen = await _open_chat(pilot, app, embedded_server.base_url, embedded_server.api_key)
+        screen = await _open_chat(pilot, app, chat_url(gen_server), API_KEY)
         screen.query_one("#chat-max-tokens", Input).value = "12"
         await _say(pilot, app, "Hello")
         roles = [t.role for t in screen.turns]
@@ -45,7 +46,7 @@ async def test_chat_streams_a_markdown_reply_with_stats(embedded_server, size):
         assert stats.tokens_per_s and stats.tokens_per_s > 0
         assert stats.finish_reason in ("stop", "length")
         # the model was discovered from /v1/models and shown
-        assert screen.query_one("#chat-model", Input).value == embedded_server.model
+        assert screen.query_one("#chat-model", Input).value == "tiny-chat"
         md = screen.query(".msg-assistant").first(Markdown)
         assert md.source == reply.content
         line = screen.query(".msg-stats").first(Static)
@@ -54,10 +55,10 @@ async def test_chat_streams_a_markdown_reply_with_stats(embedded_server, size):
         assert not screen.query_one("#chat-input", Input).disabled
 
 
-async def test_regenerate_clear_and_save_transcript(embedded_server, tmp_path):
+async def test_regenerate_clear_and_save_transcript(gen_server, tmp_path):
     app = EzRunnerApp(show_version=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await _open_chat(pilot, app, embedded_server.base_url, embedded_server.api_key, "tiny")
+        screen = await _open_chat(pilot, app, chat_url(gen_server), API_KEY, "tiny-chat")
         screen.query_one("#chat-max-tokens", Input).value = "8"
         screen.query_one("#chat-temperature", Input).value = "0"
         await _say(pilot, app, "Hi")
@@ -82,7 +83,7 @@ async def test_regenerate_clear_and_save_transcript(embedded_server, tmp_path):
         await pilot.pause()
         data = json.loads(target.read_text())
         assert data["format"] == "ezrunner-chat/1"
-        assert data["model"] == "tiny"
+        assert data["model"] == "tiny-chat"
         assert data["settings"]["temperature"] == 0.0 and data["settings"]["max_tokens"] == 8
         assert [m["role"] for m in data["messages"]] == ["user", "assistant"]
         assert data["messages"][1]["stats"]["completion_tokens"] > 0
@@ -94,11 +95,11 @@ async def test_regenerate_clear_and_save_transcript(embedded_server, tmp_path):
         assert not screen.query(".msg-assistant")
 
 
-async def test_system_prompt_reaches_the_server(embedded_server):
+async def test_system_prompt_reaches_the_server(gen_server):
     """A long system prompt makes the prompt token count grow: the setting is sent."""
     app = EzRunnerApp(show_version=False)
     async with app.run_test(size=(120, 40)) as pilot:
-        screen = await _open_chat(pilot, app, embedded_server.base_url, embedded_server.api_key, "tiny")
+        screen = await _open_chat(pilot, app, chat_url(gen_server), API_KEY, "tiny-chat")
         screen.query_one("#chat-max-tokens", Input).value = "4"
         await _say(pilot, app, "Hi")
         without = screen.turns[-1].stats.prompt_tokens
@@ -109,15 +110,29 @@ async def test_system_prompt_reaches_the_server(embedded_server):
         assert screen.turns[-1].stats.prompt_tokens > without
 
 
-async def test_wrong_api_key_shows_the_openai_error(embedded_server):
+async def test_wrong_api_key_shows_the_openai_error(gen_server):
     app = EzRunnerApp(show_version=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await _open_chat(pilot, app, embedded_server.base_url, "wrong-key", "tiny")
+        screen = await _open_chat(pilot, app, chat_url(gen_server), "wrong-key", "tiny")
         await _say(pilot, app, "Hello")
         assert [t.role for t in screen.turns] == ["user", "error"]
         assert "401" in screen.turns[-1].content
         assert app.errors_shown == []  # shown in the conversation, not as a crash modal
         assert not screen.query_one("#chat-input", Input).disabled
+
+
+async def test_engine_failure_shows_the_openai_error_and_the_chat_goes_on(gen_server):
+    app = EzRunnerApp(show_version=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _open_chat(pilot, app, chat_url(gen_server), API_KEY, "tiny-chat")
+        screen.query_one("#chat-max-tokens", Input).value = "4"
+        await _say(pilot, app, FAULT_PROMPT)
+        assert [t.role for t in screen.turns] == ["user", "error"]
+        assert "server error 500" in screen.turns[-1].content
+        assert "engine_error" in screen.turns[-1].content
+        await _say(pilot, app, "hello")
+        assert [t.role for t in screen.turns][-2:] == ["user", "assistant"]
+        assert screen.turns[-1].content
 
 
 async def test_server_error_mid_stream_keeps_the_partial_reply(broken_stream_server):

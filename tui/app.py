@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ezrunner.tui.state import WizardState
 from textual import on
 from textual.app import App, SystemCommand
 from textual.binding import Binding
@@ -16,13 +17,11 @@ from textual.message import Message
 from textual.worker import Worker, WorkerState
 
 from ezrunner._version import __version__
-from ezrunner.tui.state import WizardState
 
 if TYPE_CHECKING:
+    from ezrunner.tui.services import Services
     from textual.clock import Clock
     from textual.screen import Screen
-
-    from ezrunner.tui.services import Services
 
 
 class WorkerFailed(Message):
@@ -84,7 +83,7 @@ class EzRunnerApp(App[None]):
         self.bundle_dir = bundle_dir
         if show_version:
             self.sub_title = f"offline model bundles · v{__version__}"
-        self.build_worker: Worker | None = None
+        self.build_job: Any = None
         self.errors_shown: list[str] = []
 
     # ---- screens ------------------------------------------------------------------------------
@@ -107,6 +106,28 @@ class EzRunnerApp(App[None]):
         from ezrunner.tui.screens.chat import ChatScreen
 
         self.push_screen(ChatScreen(base_url=base_url, api_key=api_key, model=model))
+
+    def start_build(self) -> Any:
+        """Start the App-owned build/export worker for the wizard's choices."""
+        from ezrunner.tui.build_job import BuildJob
+
+        w = self.wizard
+        options: dict[str, Any] = {
+            "model": w.model,
+            "output": w.output,
+            "profile": w.profile,
+            "plan": w.plan,
+            "engine": None if w.engine == "auto" else w.engine,
+            "dtype": None if w.dtype == "auto" else w.dtype,
+            "max_model_len": int(w.max_model_len) if w.max_model_len.strip() else None,
+            "split_size": w.split_size.strip() or None,
+            "details": w.details_obj,
+            "base_image": w.base_image or None,
+            "yes": True,  # a no-fit plan was confirmed in the review modal
+        }
+        self.build_job = BuildJob(self, options)
+        self.build_job.start()
+        return self.build_job
 
     def action_back(self) -> None:
         if len(self.screen_stack) > 1:

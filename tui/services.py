@@ -10,15 +10,13 @@ from ``ezrunner.core.discovery``, ``.hardware``, ``.plan``, ``.pack`` and
   NVML library object (``nvml``) - to the core functions that take them;
 * turns results into plain dicts/lists the screens can render.
 
-Tests build ``EzRunnerApp(services=Services(hub=..., nvml=...))`` (or
-``EzRunnerApp(hub=..., nvml=...)``) and nothing else is replaced.
+Tests build ``EzRunnerApp(hub={"hf": URL, "modelscope": URL}, nvml=FAKE)`` and
+nothing else is replaced.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,22 +43,6 @@ def as_dict(obj: Any) -> Any:
     return obj
 
 
-def _accepts(func: Callable[..., Any], name: str) -> bool:
-    try:
-        params = inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-
-
-def _call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``func`` passing only the keyword arguments it accepts (the seams are
-    optional in the core API: a core function without an ``nvml`` parameter simply
-    does not get one)."""
-    accepted = {k: v for k, v in kwargs.items() if v is not None and _accepts(func, k)}
-    return func(*args, **accepted)
-
-
 @dataclass
 class SearchOutcome:
     results: list[dict[str, Any]] = field(default_factory=list)
@@ -70,108 +52,163 @@ class SearchOutcome:
 
 @dataclass
 class Services:
-    """Seams: ``hub`` is a mapping of endpoint settings for the hub clients (e.g.
-    ``{"HF_ENDPOINT": "http://127.0.0.1:PORT", "MODELSCOPE_DOMAIN": ...}``) that a
-    test points at a local replay server; ``nvml`` is the NVML library object the
+    """Seams: ``hub`` maps ``"hf"``/``"modelscope"`` to the hub endpoints (and an
+    optional ``"timeout"``) that a test points at a local replay server (None: the
+    core's defaults, HF_ENDPOINT etc.); ``nvml`` is the NVML library object the
     hardware probe calls (a fake on a machine without a GPU). ``docker`` is an
     optional docker client factory (None = the core's own ``docker.from_env``)."""
 
     hub: dict[str, str] | None = None
     nvml: Any = None
     docker: Any = None
+    _docker_client: Any = field(default=None, repr=False)
 
-    # ---- environment for the hub clients -------------------------------------------------
-    def _hub_env(self) -> None:
-        for key, value in (self.hub or {}).items():
-            os.environ[key] = str(value)
+    # ---- discovery (ezrunner.core.discovery, issue 3) ------------------------------------------
+    def _endpoints(self) -> dict[str, str]:
+        hub = self.hub or {}
+        out = {}
+        if hub.get("hf"):
+            out["hf_endpoint_url"] = hub["hf"]
+        if hub.get("modelscope"):
+            out["ms_endpoint_url"] = hub["modelscope"]
+        if hub.get("timeout"):
+            out["timeout"] = float(hub["timeout"])
+        return out
 
-    # ---- discovery ------------------------------------------------------------------------
-    def search(self, query: str, sources: Iterable[str], limit: int = 50) -> SearchOutcome:
+    def search(self, query: str, sources: Iterable[str], limit: int = 30) -> SearchOutcome:
         from ezrunner.core import discovery
 
-        self._hub_env()
-        out = _call(discovery.search, query, sources=list(sources), limit=limit)
-        results = getattr(out, "results", out)
-        problems = list(getattr(out, "problems", None) or getattr(out, "errors", None) or [])
+        out = discovery.search(query, list(sources), limit, **self._endpoints())
         return SearchOutcome(
-            results=[as_dict(r) for r in results or []],
-            problems=[p if isinstance(p, str) else _problem_line(p) for p in problems],
+            results=[as_dict(r) for r in out.results],
+            problems=[f"{source}: {reason}" for source, reason in out.errors.items()],
         )
 
-    def model_details(self, model: str) -> dict[str, Any]:
+    def model_details(self, model: str) -> Any:
+        """The core ``ModelDetails`` (``as_dict`` gives what the screens show)."""
         from ezrunner.core import discovery
 
-        self._hub_env()
-        return as_dict(_call(discovery.model_details, model))
+        return discovery.model_details(model, **self._endpoints())
 
     # ---- hardware -------------------------------------------------------------------------
-    def probe(self) -> dict[str, Any]:
+    def probe(self) -> Any:
+        """This machine's ``HardwareProfile`` (NVML through the ``nvml`` seam)."""
         from ezrunner.core import hardware
 
-        return as_dict(_call(hardware.probe, nvml=self.nvml))
+        return hardware.probe(nvml=self.nvml)
 
     def presets(self) -> list[str]:
         from ezrunner.core import hardware
 
-        presets = getattr(hardware, "PRESETS", None)
-        if presets is None and hasattr(hardware, "presets"):
-            presets = hardware.presets()
-        return list(presets or [])
+        return list(hardware.preset_names())
 
     def profile_from_preset(self, preset: str, count: int) -> Any:
         from ezrunner.core import hardware
 
-        return _call(hardware.preset_profile, preset, gpu_count=count)
+        return hardware.preset_profile(preset, count)
 
-    def manual_profile(self, **fields: Any) -> Any:
+    def manual_profile(
+        self, *, gpu_count: int, gpu_memory_gib: float | None, compute_capability: str | None, ram_gib: float | None
+    ) -> Any:
         from ezrunner.core import hardware
 
-        return _call(hardware.manual_profile, **fields)
+        return hardware.manual_profile(
+            gpu_count=gpu_count, gpu_memory_gib=gpu_memory_gib, compute_capability=compute_capability, ram_gib=ram_gib
+        )
 
     def load_profile(self, path: str) -> Any:
         from ezrunner.core import hardware
 
         return hardware.load_profile(path)
 
-    # ---- plan -----------------------------------------------------------------------------
-    def make_plan(self, details: Any, profile: Any, **options: Any) -> dict[str, Any]:
+    # ---- plan (ezrunner.core.plan, issue 3) ------------------------------------------------------
+    def make_plan(self, details: Any, profile: Any, **options: Any) -> Any:
+        """The core ``Plan`` for ``details`` (a ModelDetails) on ``profile``."""
         from ezrunner.core import plan
 
-        self._hub_env()
-        result = _call(plan.make_plan, details, profile, **options)
-        return as_dict(result)
+        return plan.make_plan(details, profile, **options)
 
-    # ---- pack -----------------------------------------------------------------------------
+    def plan_rows(self, plan_obj: Any) -> list[tuple[str, str]]:
+        from ezrunner.core import plan
+
+        return plan.plan_rows(plan_obj)
+
+    # ---- pack (ezrunner.core.pack, issue 5) --------------------------------------------------------
     def pack(self, on_event: Callable[[Any], None], cancelled: Callable[[], bool], **options: Any) -> Any:
-        """Run ``core.pack.pack``; events go to ``on_event``; ``cancelled()`` is polled
-        between events (the core cleans up its temporaries when the generator closes)."""
+        """``core.pack.pack``: events go to ``on_event``; ``cancelled()`` is polled by
+        the core, which removes its temporaries when it stops."""
         from ezrunner.core import pack as pack_mod
 
-        self._hub_env()
-        result = _call(pack_mod.pack, on_event=on_event, cancelled=cancelled, **options)
-        if inspect.isgenerator(result):
-            try:
-                final = None
-                for event in result:
-                    on_event(event)
-                    final = event
-                    if cancelled():
-                        raise _Cancelled()
-                return final
-            finally:
-                result.close()
-        return result
+        model = options.pop("model")
+        output = options.pop("output")
+        options = {k: v for k, v in options.items() if v is not None}
+        if self.docker is not None and "client" not in options:
+            options["client"] = self.docker_client()
+        try:
+            return pack_mod.pack(model, output, on_event=on_event, cancelled=cancelled, **options)
+        except pack_mod.PackCancelled as exc:
+            raise _Cancelled() from exc
 
-    # ---- run ------------------------------------------------------------------------------
-    def runner(self) -> Any:
+    # ---- run (ezrunner.core.runner, issue 6) -----------------------------------------------------
+    def docker_client(self) -> Any:
+        """The docker client: the injected one, else ``runner.connect()`` (an EzError
+        with a hint when the engine is down). Cached."""
+        if self._docker_client is None:
+            if self.docker is not None:
+                self._docker_client = self.docker() if callable(self.docker) else self.docker
+            else:
+                from ezrunner.core import runner
+
+                self._docker_client = runner.connect()
+        return self._docker_client
+
+    def verify(self, bundle: str, on_event: Callable[[Any], None], *, check_hash: bool = True) -> tuple[Any, Any]:
         from ezrunner.core import runner
 
-        return runner
+        return runner.verify_bundle(bundle, on_event, check_hash=check_hash)
+
+    def load(self, source: Any, info: Any, on_event: Callable[[Any], None]) -> Any:
+        from ezrunner.core import runner
+
+        return runner.load_bundle(self.docker_client(), source, info, on_event)
+
+    def start(self, image: Any, on_event: Callable[[Any], None], *, port: int | None, host: str,
+              gpus: str | None, api_key: str | None, bundle_name: str = "") -> Any:
+        from ezrunner.core import runner
+
+        return runner.start(
+            self.docker_client(), image, host=host, port=port, gpus=runner.parse_gpus(gpus),
+            api_key=api_key, bundle_name=bundle_name, on_event=on_event,
+        )
+
+    def wait_ready(self, running: Any, on_event: Callable[[Any], None]) -> Any:
+        from ezrunner.core import runner
+
+        return runner.wait_ready(self.docker_client(), running, on_event=on_event)
+
+    def logs(self, name: str, *, stop_event: Any = None, tail: int = 200) -> Iterator[tuple[str, ...]]:
+        from ezrunner.core import runner
+
+        container = runner.get_managed(self.docker_client(), name)
+        yield from runner.follow_logs(container, follow=True, tail=tail, stop_event=stop_event)
+
+    def ps(self) -> list[dict[str, Any]]:
+        from ezrunner.core import runner
+
+        rows = [as_dict(row) for row in runner.ps(self.docker_client())]
+        for row in rows:
+            row["uptime"] = runner.format_duration(row["uptime_s"]) if row.get("uptime_s") is not None else "-"
+        return rows
+
+    def stop(self, name: str, *, remove: bool = True) -> str:
+        from ezrunner.core import runner
+
+        return runner.stop(self.docker_client(), name, remove=remove)
 
 
 class _Cancelled(EzError):
     def __init__(self) -> None:
-        super().__init__("cancelled by the operator")
+        super().__init__("cancelled by the operator; temporaries removed")
 
 
 Cancelled = _Cancelled
@@ -182,6 +219,3 @@ def _problem_line(problem: Any) -> str:
     message = getattr(problem, "message", "") or str(problem)
     return f"{source}: {message}" if source else message
 
-
-def iter_events(events: Iterable[Any]) -> Iterator[Any]:
-    yield from events

@@ -17,7 +17,8 @@ class WizardState:
     results: list[dict[str, Any]] = field(default_factory=list)
     hub_notice_shown: bool = False
     model: str | None = None
-    details: dict[str, Any] | None = None
+    details: dict[str, Any] | None = None  # as shown
+    details_obj: Any = None  # the core ModelDetails the plan and pack use
     # 2. hardware
     hardware_mode: str = "probe"  # probe | preset | manual | file
     preset: str | None = None
@@ -27,7 +28,8 @@ class WizardState:
     ram: str = ""
     cpu_only: bool = False
     profile_path: str = ""
-    probe: dict[str, Any] | None = None
+    probe: dict[str, Any] | None = None  # this machine's probe, as shown
+    probe_profile: Any = None  # the same, as the core HardwareProfile
     profile: Any = None  # the core HardwareProfile the plan is made for
     for_this_machine: bool = True
     # 3. review
@@ -36,7 +38,9 @@ class WizardState:
     engine: str = "auto"
     output: str = ""
     split_size: str = ""
-    plan: dict[str, Any] | None = None
+    plan: dict[str, Any] | None = None  # Plan.to_dict()
+    plan_rows: list[tuple[str, str]] | None = None  # core.plan.plan_rows(plan)
+    base_image: str = ""
     no_fit_confirmed: bool = False
     # 4/5. build and done
     result: dict[str, Any] | None = None

@@ -197,7 +197,11 @@ class ChatScreen(Screen[None]):
         messages = []
         if settings["system"]:
             messages.append({"role": "system", "content": settings["system"]})
-        for turn in self.turns:
+        for index, turn in enumerate(self.turns):
+            following = self.turns[index + 1] if index + 1 < len(self.turns) else None
+            # an exchange that failed stays on screen but is not sent again
+            if turn.role == "user" and following is not None and following.role == "error":
+                continue
             if turn.role in ("user", "assistant"):
                 messages.append({"role": turn.role, "content": turn.content})
         self.streaming = True

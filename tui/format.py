@@ -1,0 +1,62 @@
+"""Display formatting only (units, placeholders); no figure is computed here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def human_bytes(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    try:
+        n = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def human_count(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    try:
+        n = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    for unit, div in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+def human_duration(seconds: Any) -> str:
+    if seconds is None:
+        return "-"
+    s = int(float(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def pick(data: Any, *keys: str, default: Any = None) -> Any:
+    """The first present key of a result dict (the core's names, with the
+    spellings issue 3 may use)."""
+    if not isinstance(data, dict):
+        return default
+    for key in keys:
+        if data.get(key) not in (None, ""):
+            return data[key]
+    return default
+
+
+def yes_no(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return "yes" if value else "no"

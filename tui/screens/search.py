@@ -1,0 +1,252 @@
+"""Step 1: find a model on Hugging Face, ModelScope, in the local caches, by path,
+or take the built-in demo model."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ezrunner.tui.format import human_bytes, human_count, pick, yes_no
+from ezrunner.tui.widgets.steps import StepIndicator
+from ezrunner.tui.widgets.toggles import MarkCheckbox as Checkbox
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static
+
+SOURCE_LABELS = {"hf": "HF", "modelscope": "ModelScope", "local": "Local"}
+NO_HUB = (
+    "No model hub is reachable: showing local sources only. "
+    "Type a model folder path, or press d for the built-in demo model."
+)
+
+
+def looks_like_path(text: str) -> bool:
+    return text.startswith(("/", "./", "../", "~")) or os.path.isdir(os.path.expanduser(text))
+
+
+class SearchScreen(Screen[None]):
+    BINDINGS = [
+        Binding("escape", "back", "Back", id="search.back"),
+        Binding("slash", "focus_query", "Search", id="search.focus"),
+        Binding("d", "demo", "Demo model", id="search.demo"),
+        Binding("ctrl+n", "next", "Next", id="search.next"),
+    ]
+
+    class Searched(Message):
+        def __init__(self, results: list[dict[str, Any]], problems: list[str], query: str) -> None:
+            super().__init__()
+            self.results = results
+            self.problems = problems
+            self.query = query
+
+    class DetailsReady(Message):
+        def __init__(self, model: str, details: dict[str, Any] | None, error: str | None, advance: bool) -> None:
+            super().__init__()
+            self.model = model
+            self.details = details
+            self.error = error
+            self.advance = advance
+
+    def compose(self) -> ComposeResult:
+        state = self.app.wizard
+        yield Header()
+        yield StepIndicator(1)
+        with Horizontal(id="search-bar"):
+            yield Input(state.query, placeholder="model name, hub id or local path", id="search-query")
+            for key, label in SOURCE_LABELS.items():
+                yield Checkbox(label, key in state.sources, id=f"src-{key}", compact=True)
+        yield Static("", id="search-notice", markup=False)
+        with Vertical(id="search-main"):
+            yield DataTable(id="search-results", cursor_type="row", zebra_stripes=True)
+            yield Static("Highlight a model to see its details.", id="search-details", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#search-results", DataTable)
+        table.add_columns("model", "source", "downloads", "size", "format", "params", "gated")
+        state = self.app.wizard
+        if state.results:
+            self._fill(state.results)
+        if state.hub_notice_shown:
+            self.query_one("#search-notice", Static).update(NO_HUB)
+        self.query_one("#search-query", Input).focus()
+
+    # ---- search ---------------------------------------------------------------------------------
+    def _sources(self) -> list[str]:
+        return [key for key in SOURCE_LABELS if self.query_one(f"#src-{key}", Checkbox).value]
+
+    @on(Checkbox.Changed)
+    def _sources_changed(self, event: Checkbox.Changed) -> None:
+        self.app.wizard.sources = set(self._sources())
+
+    @on(Input.Changed, "#search-query")
+    def _query_changed(self, event: Input.Changed) -> None:
+        self.app.wizard.query = event.value
+
+    @on(Input.Submitted, "#search-query")
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        text = event.value.strip()
+        if not text:
+            return
+        if looks_like_path(text):
+            self.choose(os.path.abspath(os.path.expanduser(text)))
+            return
+        self.query_one("#search-notice", Static).update(f"Searching {', '.join(self._sources()) or 'nothing'} for {text!r}…")
+        self.run_search(text, self._sources())
+
+    @work(thread=True, exclusive=True, group="search", exit_on_error=False, description="model search")
+    def run_search(self, query: str, sources: list[str]) -> None:
+        outcome = self.app.services.search(query, sources)
+        self.post_message(self.Searched(outcome.results, outcome.problems, query))
+
+    def on_search_screen_searched(self, message: Searched) -> None:
+        state = self.app.wizard
+        state.results = message.results
+        self._fill(message.results)
+        notice = self.query_one("#search-notice", Static)
+        remote_failed = [p for p in message.problems if not p.lower().startswith("local")]
+        wanted_remote = {"hf", "modelscope"} & set(self._sources())
+        if wanted_remote and remote_failed and len(remote_failed) >= len(wanted_remote):
+            if not state.hub_notice_shown:
+                state.hub_notice_shown = True
+                self.notify("; ".join(remote_failed), title="hub unreachable", severity="warning", timeout=8)
+            notice.update(NO_HUB)
+        elif message.problems:
+            notice.update("; ".join(message.problems))
+        else:
+            notice.update(f"{len(message.results)} results for {message.query!r}. Enter picks the highlighted model.")
+        if message.results:
+            self.query_one("#search-results", DataTable).focus()
+
+    def _fill(self, results: list[dict[str, Any]]) -> None:
+        table = self.query_one("#search-results", DataTable)
+        table.clear()
+        for index, row in enumerate(results):
+            table.add_row(
+                str(pick(row, "id", "model_id", "path", default="?")),
+                str(pick(row, "source", default="-")),
+                human_count(pick(row, "downloads")),
+                human_bytes(pick(row, "size_bytes", "size", "total_bytes")),
+                str(pick(row, "format", "weight_format", default="-")),
+                human_count(pick(row, "parameters", "num_parameters", "params")),
+                yes_no(pick(row, "gated")),
+                key=str(index),
+            )
+
+    def _row_model(self, row_key: Any) -> str | None:
+        try:
+            row = self.app.wizard.results[int(row_key.value)]
+        except (ValueError, IndexError, AttributeError, TypeError):
+            return None
+        if row.get("path"):
+            return str(row["path"])
+        model = str(row.get("id") or "")
+        if model and row.get("source") == "modelscope":
+            return f"modelscope:{model}"
+        return model or None
+
+    # ---- details --------------------------------------------------------------------------------
+    @on(DataTable.RowHighlighted, "#search-results")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        model = self._row_model(event.row_key)
+        if model:
+            self.load_details(model, advance=False)
+
+    @on(DataTable.RowSelected, "#search-results")
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        model = self._row_model(event.row_key)
+        if model:
+            self.choose(model)
+
+    def choose(self, model: str) -> None:
+        self.query_one("#search-details", Static).update(f"Reading {model}…")
+        self.load_details(model, advance=True)
+
+    @work(thread=True, exclusive=True, group="details", exit_on_error=False, description="model details")
+    def load_details(self, model: str, advance: bool) -> None:
+        try:
+            obj = self.app.services.model_details(model)
+            from ezrunner.tui.services import as_dict
+
+            details = {"_obj": obj, **as_dict(obj)}
+        except Exception as exc:  # noqa: BLE001 - one line in the pane, never a crash
+            from ezrunner.tui.app import error_text
+
+            self.post_message(self.DetailsReady(model, None, error_text(exc)[0], advance))
+            return
+        self.post_message(self.DetailsReady(model, details, None, advance))
+
+    def on_search_screen_details_ready(self, message: DetailsReady) -> None:
+        pane = self.query_one("#search-details", Static)
+        if message.error:
+            pane.update(f"{message.model}: {message.error}")
+            if message.advance:
+                self.notify(message.error, title="cannot use this model", severity="error")
+            return
+        pane.update(describe_details(message.model, message.details or {}))
+        if message.advance:
+            state = self.app.wizard
+            if state.model != message.model:
+                state.plan = None
+                state.no_fit_confirmed = False
+            state.model = message.model
+            details = dict(message.details or {})
+            state.details_obj = details.pop("_obj", None)
+            state.details = details
+            from ezrunner.tui.screens.hardware import HardwareScreen
+
+            self.app.push_screen(HardwareScreen())
+
+    # ---- actions --------------------------------------------------------------------------------
+    def action_focus_query(self) -> None:
+        self.query_one("#search-query", Input).focus()
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_next(self) -> None:
+        table = self.query_one("#search-results", DataTable)
+        if table.row_count:
+            model = self._row_model(table.coordinate_to_cell_key(table.cursor_coordinate).row_key)
+            if model:
+                self.choose(model)
+                return
+        if self.app.wizard.model:
+            self.choose(self.app.wizard.model)
+
+    def action_demo(self) -> None:
+        self.query_one("#search-details", Static).update("Writing the built-in demo model…")
+        self.make_demo()
+
+    @work(thread=True, exclusive=True, group="details", exit_on_error=False, description="demo model")
+    def make_demo(self) -> None:
+        from ezrunner.core.demo_model import write_demo_model
+        from ezrunner.core.locations import demo_model_dir
+
+        dest = demo_model_dir()
+        if not (dest / "config.json").is_file():
+            write_demo_model(dest, preset="tiny")
+        self.app.call_from_thread(self.choose, str(dest))
+
+
+def describe_details(model: str, d: dict[str, Any]) -> str:
+    """The details pane, from ``ModelDetails.to_dict()``."""
+    files = d.get("weight_files") or []
+    names = [str(f.get("path")) if isinstance(f, dict) else str(f) for f in files[:3]]
+    more = f" (+{len(files) - 3})" if len(files) > 3 else ""
+    lines = [
+        f"{model}  rev {str(d.get('revision') or '-')[:12]}",
+        f"arch {d.get('architecture') or '-'} · params {human_count(d.get('parameters'))} · "
+        f"dtype {d.get('dtype') or '-'} · context {d.get('context_length') or '-'}",
+        f"weights {d.get('weight_format') or '-'} {human_bytes(d.get('weights_total_bytes'))} · "
+        f"remote code {'REQUIRED' if d.get('trust_remote_code') else 'no'} · gated {yes_no(d.get('gated'))}",
+        "files " + (", ".join(names) + more if names else "-"),
+    ]
+    for note in (d.get("notes") or [])[:1]:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
