@@ -1,0 +1,349 @@
+"""Writing a classic ``docker save`` ("docker-archive") tar by hand, fast.
+
+The bundle is assembled here in one sequential pass:
+
+1. ``ezrunner-bundle.json`` (contract C; first member),
+2. the cached engine image's layer tars, copied byte for byte (never recompressed),
+3. the model layer, generated on the fly from the model folder (its size and its
+   diff id are computed up front by :func:`plan_model_layer`, which reads each
+   weight file once, hashing it for the per-file sha256 and for the layer diff id
+   at the same time on two threads),
+4. the image config (named by its sha256) and ``manifest.json``.
+
+Every byte goes through one sha256 (the sidecar) on a helper thread while the
+main thread writes it, into one file or numbered parts (``--split-size``).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import json
+import os
+import stat
+import tarfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+BLOCK = 512
+CHUNK = 8 << 20
+_ZERO_BLOCK = b"\0" * BLOCK
+
+
+def _pad(n: int) -> int:
+    return (-n) % BLOCK
+
+
+def tar_header(name: str, size: int, *, mode: int = 0o644, mtime: int = 0, kind: bytes = tarfile.REGTYPE,
+               uid: int = 0, gid: int = 0) -> bytes:
+    """A PAX/ustar header block (plus PAX extension blocks for long names)."""
+    ti = tarfile.TarInfo(name)
+    ti.size = size if kind == tarfile.REGTYPE else 0
+    ti.mode = mode
+    ti.mtime = mtime
+    ti.type = kind
+    ti.uid = uid
+    ti.gid = gid
+    ti.uname = "root" if uid == 0 else ""
+    ti.gname = "root" if gid == 0 else ""
+    return ti.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
+
+
+# --------------------------------------------------------------------------- model layer
+
+
+@dataclass
+class LayerEntry:
+    header: bytes
+    source: Path | None  # None for directories
+    size: int
+    relpath: str  # relative to the model folder ("" for dirs)
+
+
+@dataclass
+class ModelLayer:
+    """The model layer as planned: the exact bytes it will contain, its size and
+    diff id, and the per-file sha256 of the model files."""
+
+    entries: list[LayerEntry]
+    size: int
+    diff_id: str  # "sha256:<hex>"
+    files: dict[str, str]  # relpath -> sha256 hex
+    model_bytes: int
+
+
+def iter_model_files(folder: Path, *, skip: Callable[[str], bool] | None = None) -> list[tuple[str, Path]]:
+    """(relpath, path) of every regular file under ``folder``, sorted, skipping
+    hidden folders such as ``.cache`` (huggingface_hub's metadata) and ``.git``."""
+    out: list[tuple[str, Path]] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            p = Path(root) / name
+            rel = p.relative_to(folder).as_posix()
+            if name.startswith(".") or (skip is not None and skip(rel)):
+                continue
+            st = p.stat()  # follows symlinks (HF cache snapshots are symlinks to blobs)
+            if stat.S_ISREG(st.st_mode):
+                out.append((rel, p))
+    return sorted(out)
+
+
+def plan_model_layer(
+    folder: Path,
+    dest_dir: str,
+    *,
+    on_bytes: Callable[[int, int], None] | None = None,
+    check: Callable[[], None] | None = None,
+    skip: Callable[[str], bool] | None = None,
+) -> ModelLayer:
+    """Read the model once: per-file sha256 and the layer diff id together.
+
+    ``dest_dir`` is the folder inside the image (``/models/<name>``); the layer
+    holds it and every parent, directories 0555 and files 0444, owned by root, so
+    the non-root user can read but never change the model.
+    """
+    files = iter_model_files(folder, skip=skip)
+    entries: list[LayerEntry] = []
+    parts = [p for p in dest_dir.strip("/").split("/") if p]
+    for i in range(len(parts)):
+        entries.append(LayerEntry(tar_header("/".join(parts[: i + 1]) + "/", 0, mode=0o555, kind=tarfile.DIRTYPE), None, 0, ""))
+    seen_dirs: set[str] = set()
+    prefix = "/".join(parts)
+    for rel, path in files:
+        segs = rel.split("/")[:-1]
+        for i in range(len(segs)):
+            d = "/".join(segs[: i + 1])
+            if d not in seen_dirs:
+                seen_dirs.add(d)
+                entries.append(LayerEntry(tar_header(f"{prefix}/{d}/", 0, mode=0o555, kind=tarfile.DIRTYPE), None, 0, ""))
+        st = path.stat()
+        entries.append(LayerEntry(tar_header(f"{prefix}/{rel}", st.st_size, mode=0o444, mtime=int(st.st_mtime)), path, st.st_size, rel))
+    total = sum(len(e.header) + e.size + _pad(e.size) for e in entries) + 2 * BLOCK
+    model_bytes = sum(e.size for e in entries if e.source is not None)
+
+    layer_h = hashlib.sha256()
+    sums: dict[str, str] = {}
+    done = 0
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for e in entries:
+            layer_h.update(e.header)
+            if e.source is None:
+                continue
+            file_h = hashlib.sha256()
+            got = 0
+            with open(e.source, "rb", buffering=0) as fh:
+                while True:
+                    n = fh.readinto(buf)
+                    if not n:
+                        break
+                    chunk = view[:n]
+                    fut = pool.submit(layer_h.update, chunk)
+                    file_h.update(chunk)
+                    fut.result()
+                    got += n
+                    done += n
+                    if on_bytes is not None:
+                        on_bytes(done, model_bytes)
+                    if check is not None:
+                        check()
+            if got != e.size:
+                raise OSError(f"{e.source} changed size while being read ({e.size} -> {got} bytes)")
+            layer_h.update(b"\0" * _pad(e.size))
+            sums[e.relpath] = file_h.hexdigest()
+    layer_h.update(b"\0" * (2 * BLOCK))
+    return ModelLayer(entries=entries, size=total, diff_id="sha256:" + layer_h.hexdigest(), files=sums, model_bytes=model_bytes)
+
+
+# --------------------------------------------------------------------------- output
+
+
+class DiskFull(OSError):
+    pass
+
+
+@dataclass
+class SplitWriter:
+    """Writes a byte stream into ``paths(i)`` files of at most ``part_size`` bytes
+    (one file when ``part_size`` is None), hashing everything on a helper thread."""
+
+    path_for: Callable[[int], Path]
+    part_size: int | None = None
+    written: int = 0
+    paths: list[Path] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._h = hashlib.sha256()
+        self._fh: BinaryIO | None = None
+        self._in_part = 0
+        self._pool = ThreadPoolExecutor(max_workers=1)
+
+    def _open_next(self) -> None:
+        self._close_current()
+        p = self.path_for(len(self.paths) + 1)
+        self.paths.append(p)
+        self._fh = open(p, "wb", buffering=0)  # noqa: SIM115
+        self._in_part = 0
+
+    def _close_current(self) -> None:
+        if self._fh is not None:
+            try:
+                os.fsync(self._fh.fileno())
+            except OSError as exc:
+                self._raise(exc)
+            finally:
+                self._fh.close()
+                self._fh = None
+
+    @staticmethod
+    def _raise(exc: OSError) -> None:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise DiskFull(exc.errno, os.strerror(exc.errno)) from exc
+        raise exc
+
+    def _write_raw(self, data: memoryview) -> None:
+        while len(data):
+            if self._fh is None or (self.part_size is not None and self._in_part >= self.part_size):
+                self._open_next()
+            room = len(data) if self.part_size is None else min(len(data), self.part_size - self._in_part)
+            piece = data[:room]
+            try:
+                while len(piece):
+                    n = self._fh.write(piece)  # type: ignore[union-attr]
+                    piece = piece[n:]
+                    self._in_part += n
+            except OSError as exc:
+                self._raise(exc)
+            data = data[room:]
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        mv = memoryview(data).cast("B") if not isinstance(data, memoryview) else data
+        if len(mv) >= 1 << 16:
+            fut = self._pool.submit(self._h.update, mv)
+            try:
+                self._write_raw(mv)
+            finally:
+                fut.result()
+        else:
+            self._h.update(mv)
+            self._write_raw(mv)
+        self.written += len(mv)
+
+    def close(self) -> str:
+        """fsync and close; returns the sha256 hex of everything written."""
+        if self._fh is None and not self.paths:
+            self._open_next()
+        self._close_current()
+        self._pool.shutdown()
+        return self._h.hexdigest()
+
+    def abort(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        self._pool.shutdown(wait=True)
+        for p in self.paths:
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+
+
+class ArchiveWriter:
+    """Tar members onto a :class:`SplitWriter`, with byte progress."""
+
+    def __init__(self, out: SplitWriter, *, on_bytes: Callable[[int], None] | None = None,
+                 check: Callable[[], None] | None = None):
+        self.out = out
+        self.on_bytes = on_bytes
+        self.check = check
+        self._buf = bytearray(CHUNK)
+
+    def _tick(self) -> None:
+        if self.on_bytes is not None:
+            self.on_bytes(self.out.written)
+        if self.check is not None:
+            self.check()
+
+    def add_bytes(self, name: str, data: bytes, *, mode: int = 0o644, mtime: int = 0) -> None:
+        self.out.write(tar_header(name, len(data), mode=mode, mtime=mtime))
+        self.out.write(data + b"\0" * _pad(len(data)))
+        self._tick()
+
+    def add_dir(self, name: str, *, mtime: int = 0) -> None:
+        self.out.write(tar_header(name.rstrip("/") + "/", 0, mode=0o755, mtime=mtime, kind=tarfile.DIRTYPE))
+
+    def _copy_file(self, path: Path, size: int) -> None:
+        view = memoryview(self._buf)
+        got = 0
+        with open(path, "rb", buffering=0) as fh:
+            while got < size:
+                n = fh.readinto(self._buf)
+                if not n:
+                    break
+                n = min(n, size - got)
+                self.out.write(view[:n])
+                got += n
+                self._tick()
+        if got != size:
+            raise OSError(f"{path} changed size while being copied ({size} -> {got} bytes)")
+
+    def add_file(self, name: str, path: Path, *, mode: int = 0o644, mtime: int = 0) -> None:
+        size = path.stat().st_size
+        self.out.write(tar_header(name, size, mode=mode, mtime=mtime))
+        self._copy_file(path, size)
+        self.out.write(b"\0" * _pad(size))
+
+    def add_model_layer(self, name: str, layer: ModelLayer, *, mtime: int = 0) -> None:
+        """The model layer as one member, generated from ``layer.entries``."""
+        self.out.write(tar_header(name, layer.size, mode=0o644, mtime=mtime))
+        start = self.out.written
+        for e in layer.entries:
+            self.out.write(e.header)
+            if e.source is not None:
+                self._copy_file(e.source, e.size)
+                self.out.write(b"\0" * _pad(e.size))
+        self.out.write(b"\0" * (2 * BLOCK))
+        if self.out.written - start != layer.size:  # a model file changed between the passes
+            raise OSError("the model layer's size changed while writing it")
+        self.out.write(b"\0" * _pad(layer.size))
+
+    def finish(self) -> None:
+        self.out.write(b"\0" * (2 * BLOCK))
+
+
+# --------------------------------------------------------------------------- docker save reader
+
+
+class ChunkReader(io.RawIOBase):
+    """A readable file over an iterator of byte chunks (docker-py's ``get_image``)."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._it = iter(chunks)
+        self._rest = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        while not self._rest:
+            try:
+                self._rest = next(self._it)
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._rest))
+        b[:n] = self._rest[:n]
+        self._rest = self._rest[n:]
+        return n
+
+
+def image_config_bytes(config: dict) -> tuple[bytes, str]:
+    """Serialise an image config; returns (bytes, "sha256:<hex>") - the image id."""
+    raw = json.dumps(config, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    return raw, "sha256:" + hashlib.sha256(raw).hexdigest()

@@ -1,0 +1,971 @@
+"""``ezrunner pack``: model + engine image -> one offline docker-archive bundle.
+
+Steps (each reports :mod:`ezrunner.core.events`):
+
+1. **download** - a hub id is fetched (safetensors only when present) into the
+   ezrunner cache; a local folder is used as is.
+2. **plan** - the plan (``ezrunner.core.plan``) decides engine and device unless the
+   caller passes one; a plan that does not fit stops here without ``yes=True``.
+3. **build** - the engine image (base + wheelhouse + server), rendered from
+   ``images/templates/<engine>-<device>.Dockerfile.j2`` and built with the low-level
+   ``APIClient.build(decode=True)`` so that every step streams live. It is cached
+   under a tag derived from the hash of the Dockerfile, the base image id, the
+   wheelhouse and the server source: a second model on the same engine reuses it.
+   Its layers are exported once (``docker save``) into the ezrunner cache.
+4. **export** - the bundle is written in one pass (:mod:`ezrunner.core.dockerarchive`):
+   engine layers copied byte for byte, the model layer generated straight into the
+   bundle, the image config and ``manifest.json`` written by hand. Temporary names,
+   renamed when complete; the sidecar last.
+
+Public entry points: :func:`pack` (callback style, returns :class:`PackResult`) and
+:func:`iter_pack` (a generator of events whose last item is the
+``PhaseFinished("export", data=result.to_dict())``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ezrunner._version import __version__
+from ezrunner.core import bundle as B
+from ezrunner.core import events as ev
+from ezrunner.core import locations
+from ezrunner.core.errors import EzError, UsageError
+
+# --------------------------------------------------------------------------- defaults
+
+# Pinned default base images (tag + digest where known). ``--base-image`` overrides.
+DEFAULT_BASE_IMAGES: dict[tuple[str, str], str] = {
+    ("transformers", "cpu"): "python:3.11-slim-bookworm",
+    ("transformers", "cuda"): "nvidia/cuda:12.8.1-runtime-ubuntu24.04",
+    ("vllm", "cuda"): "vllm/vllm-openai:v0.11.0",
+}
+# The CUDA Transformers template takes CPython 3.11 from this image.
+CUDA_PYTHON_IMAGE = "python:3.11-slim-bookworm"
+
+TEMPLATES: dict[tuple[str, str], str] = {
+    ("transformers", "cpu"): "transformers-cpu.Dockerfile.j2",
+    ("transformers", "cuda"): "transformers-cuda.Dockerfile.j2",
+    ("vllm", "cuda"): "vllm.Dockerfile.j2",
+}
+
+ENGINE_REPO = "ezrunner-engine"
+VENV_PYTHON = "/opt/ezrunner/venv/bin/python"
+SOURCE_URL = "https://github.com/ezrunner/ezrunner"
+MIN_FREE_MARGIN = 64 << 20
+
+# --------------------------------------------------------------------------- validation
+
+# huggingface_hub's own rule (utils/_validators.py: REPO_ID_REGEX and the checks after it).
+_HF_REPO_ID = re.compile(r"^(\b[\w\-.]+\b/)?\b[\w\-.]{1,96}\b$", re.ASCII)
+_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]{0,127}$")
+_DOCKER_REF = re.compile(
+    r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?/)?"  # registry host[:port]/ (optional)
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"  # path
+    r"(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
+_IMAGE_ID = re.compile(r"^(sha256:)?[0-9a-f]{12,64}$")
+
+
+def validate_repo_id(repo_id: str) -> str:
+    """Accept only ids that match the hub's own pattern; everything else (newlines,
+    ``$(...)``, quotes, ``;``, spaces, ``..``) is a UsageError."""
+    if not isinstance(repo_id, str) or not _HF_REPO_ID.match(repo_id) or "--" in repo_id or ".." in repo_id or repo_id.endswith(".git"):
+        raise UsageError(
+            f"not a valid model id: {repo_id!r}",
+            hint="use owner/name as on the hub (letters, digits, '-', '_', '.'), or a local folder",
+        )
+    return repo_id
+
+
+def validate_revision(revision: str | None) -> str | None:
+    if revision is None:
+        return None
+    if not _REVISION.match(revision) or ".." in revision or "//" in revision:
+        raise UsageError(f"--revision: not a valid revision: {revision!r}", hint="a branch, a tag or a 40-hex commit")
+    return revision
+
+
+def validate_image_ref(ref: str, flag: str = "--base-image") -> str:
+    if not isinstance(ref, str) or not (_DOCKER_REF.match(ref) or _IMAGE_ID.match(ref)):
+        raise UsageError(f"{flag}: not a valid image reference: {ref!r}", hint="e.g. python:3.11-slim-bookworm")
+    return ref
+
+
+def served_name_for(model: str) -> str:
+    """The served model name (and image repo) for a model id or folder:
+    its last path component, lowercased, limited to ``[a-z0-9._-]``."""
+    base = model.rstrip("/").rsplit("/", 1)[-1].lower()
+    base = re.sub(r"[^a-z0-9._-]+", "-", base).strip("._-")
+    base = re.sub(r"[._-]{2,}", "-", base)
+    return (base or "model")[:64]
+
+
+def dq(value: Any) -> str:
+    """Render a value as a Dockerfile double-quoted string: backslash, quote and ``$``
+    escaped; control characters (newlines) refused."""
+    text = str(value)
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise UsageError(f"refusing a value with control characters in a Dockerfile: {text!r}")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class PackResult:
+    bundle: str  # path of the joined bundle name (BUNDLE.tar; with parts it does not exist)
+    parts: list[str]
+    sidecar: str
+    sha256: str
+    size: int
+    image_tag: str
+    image_id: str
+    engine_image: str
+    engine_reused: bool
+    manifest: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class PackCancelled(EzError):
+    def __init__(self) -> None:
+        super().__init__("pack cancelled; temporaries removed", exit_code=130)
+
+
+# --------------------------------------------------------------------------- docker
+
+
+def docker_client(timeout: int = 3600):
+    """A docker-py client with a long timeout; daemon problems become one-line EzErrors."""
+    import docker
+
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+        return client
+    except docker.errors.DockerException as exc:
+        raise docker_error(exc) from None
+
+
+def docker_error(exc: BaseException) -> EzError:
+    text = str(exc)
+    low = text.lower()
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if "permission denied" in low:
+        return EzError(
+            f"permission denied on the Docker socket ({host})",
+            hint="add your user to the 'docker' group (then log in again) or run as root",
+        )
+    if any(s in low for s in ("connection refused", "no such file", "filenotfounderror", "connection aborted", "error while fetching server api version", "timed out", "name or service not known")):
+        return EzError(
+            f"the Docker daemon is not running or not reachable ({host})",
+            hint="start it (sudo systemctl start docker) or set DOCKER_HOST",
+        )
+    first = text.splitlines()[0][:300] if text else type(exc).__name__
+    return EzError(f"Docker: {first}")
+
+
+def _image_or_none(client, ref: str):
+    import docker
+
+    try:
+        return client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        return None
+    except docker.errors.APIError as exc:
+        if getattr(exc, "status_code", None) == 404:
+            return None
+        raise docker_error(exc) from None
+
+
+def require_image(client, ref: str):
+    img = _image_or_none(client, ref)
+    if img is None:
+        safe = re.sub(r"[^\w.-]+", "_", ref)
+        raise EzError(
+            f"base image {ref} is not in the local Docker engine",
+            hint=(f"on a machine with network: docker pull {ref} && docker save {ref} -o {safe}.tar; "
+                  f"then here: docker load -i {safe}.tar (or pick another with --base-image)"),
+        )
+    return img
+
+
+# --------------------------------------------------------------------------- templates
+
+
+def _template_env():
+    import jinja2
+
+    from ezrunner import images
+
+    folder = Path(images.__file__).resolve().parent / "templates"
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(folder)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["dq"] = dq
+    # exec-form JSON; ensure_ascii keeps every value on one line with no raw control chars
+    env.filters["tojson"] = lambda v: json.dumps(v, ensure_ascii=True)
+    return env
+
+
+def healthcheck_cmd(engine: str) -> list[str]:
+    path = B.READY_PATHS[engine]
+    py = VENV_PYTHON if engine == "transformers" else "python3"
+    code = (
+        "import sys,urllib.request; "
+        f"r=urllib.request.urlopen('http://127.0.0.1:{B.CONTAINER_PORT}{path}',timeout=4); "
+        "sys.exit(0 if r.status==200 else 1)"
+    )
+    return ["CMD", py, "-c", code]
+
+
+def engine_labels(engine: str, device: str, base_image: str) -> list[tuple[str, str]]:
+    return [
+        (B.LABEL_ENGINE, engine),
+        (B.LABEL_DEVICE, device),
+        (B.LABEL_NEEDS_GPU, "true" if device == "cuda" else "false"),
+        (B.LABEL_PORT, str(B.CONTAINER_PORT)),
+        (B.LABEL_READY_PATH, B.READY_PATHS[engine]),
+        (B.LABEL_API_KEY_ENV, B.API_KEY_ENVS[engine]),
+        (B.LABEL_VERSION, __version__),
+        ("ezrunner.base-image", base_image),
+        (B.OCI_SOURCE, SOURCE_URL),
+    ]
+
+
+def model_labels(*, model: str, revision: str | None, served_name: str, engine: str, device: str,
+                 serve_args: list[str], plan: dict, model_bytes: int, created: str) -> dict[str, str]:
+    return {
+        B.LABEL_MODEL: model,
+        B.LABEL_REVISION: revision or "",
+        B.LABEL_SERVED_MODEL_NAME: served_name,
+        B.LABEL_ENGINE: engine,
+        B.LABEL_DEVICE: device,
+        B.LABEL_NEEDS_GPU: "true" if device == "cuda" else "false",
+        B.LABEL_PORT: str(B.CONTAINER_PORT),
+        B.LABEL_READY_PATH: B.READY_PATHS[engine],
+        B.LABEL_SERVE_ARGS: json.dumps(serve_args),
+        B.LABEL_API_KEY_ENV: B.API_KEY_ENVS[engine],
+        B.LABEL_PLAN: json.dumps(plan, sort_keys=True, separators=(",", ":")),
+        B.LABEL_MODEL_BYTES: str(model_bytes),
+        B.LABEL_VERSION: __version__,
+        B.OCI_TITLE: served_name,
+        B.OCI_VERSION: revision or __version__,
+        B.OCI_CREATED: created,
+        B.OCI_DESCRIPTION: f"{model} served by {engine} on {device} (ezrunner bundle)",
+        B.OCI_SOURCE: SOURCE_URL,
+    }
+
+
+def render_dockerfile(
+    engine: str,
+    device: str,
+    *,
+    base_image: str,
+    python_image: str = CUDA_PYTHON_IMAGE,
+    model_name: str | None = None,
+    labels: dict[str, str] | None = None,
+    serve_args: list[str] | None = None,
+) -> str:
+    """Render the engine Dockerfile. With ``model_name`` it also COPYs ``model`` into
+    ``/models/<name>`` with the model's labels and CMD (the plain ``docker build``
+    path, used by the benchmark); ``pack`` itself never needs that part."""
+    key = (engine, device)
+    if key not in TEMPLATES:
+        raise UsageError(f"--engine: {engine} has no {device} image", hint="vLLM needs an NVIDIA GPU (device cuda)")
+    validate_image_ref(base_image)
+    validate_image_ref(python_image)
+    if model_name is not None and served_name_for(model_name) != model_name:
+        raise UsageError(f"not a valid served model name: {model_name!r}")
+    ctx = {
+        "base_image": base_image,
+        "python_image": python_image,
+        "uid": B.CONTAINER_UID,
+        "port": B.CONTAINER_PORT,
+        "healthcheck": healthcheck_cmd(engine)[1:],  # the exec form after HEALTHCHECK ... CMD
+        "engine_labels": engine_labels(engine, device, base_image),
+        "model_name": model_name,
+        "model_dir": B.model_dir_in_image(model_name) if model_name else None,
+        "model_labels": sorted((labels or {}).items()),
+        "serve_args": serve_args or [],
+    }
+    return _template_env().get_template(TEMPLATES[key]).render(**ctx)
+
+
+def serve_args_for(engine: str, device: str, *, served_name: str, plan: dict, max_model_len: int | None = None) -> list[str]:
+    model_dir = B.model_dir_in_image(served_name)
+    if engine == "vllm":
+        from ezrunner.images.vllm_args import vllm_serve_args
+
+        p = dict(plan)
+        if max_model_len:
+            p["max_model_len"] = max_model_len
+        return vllm_serve_args(p, model_dir=model_dir, served_model_name=served_name)
+    args = [VENV_PYTHON, "-m", "ezrunner_server", model_dir, "--host", "0.0.0.0", "--port", str(B.CONTAINER_PORT),
+            "--served-model-name", served_name, "--device", device]
+    mml = max_model_len or plan.get("max_model_len")
+    if isinstance(mml, int) and mml > 0:
+        args += ["--max-model-len", str(mml)]
+    conc = plan.get("max_concurrent_sequences")
+    if isinstance(conc, int) and conc > 0:
+        args += ["--max-concurrency", str(conc)]
+    return args
+
+
+# --------------------------------------------------------------------------- engine image
+
+
+def _server_dir() -> Path:
+    from ezrunner import images
+
+    return Path(images.__file__).resolve().parent / "server"
+
+
+def _server_files() -> list[Path]:
+    root = _server_dir()
+    return sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix in (".py", ".txt", ".json", ".j2"))
+
+
+def engine_cache_key(dockerfile: str, base_image_id: str, wheelhouse_digest: str) -> str:
+    h = hashlib.sha256()
+    h.update(b"dockerfile\0" + dockerfile.encode() + b"\0")
+    h.update(b"base\0" + base_image_id.encode() + b"\0")
+    h.update(b"wheels\0" + wheelhouse_digest.encode() + b"\0")
+    root = _server_dir()
+    for p in _server_files():
+        h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _build_context(dockerfile: str, wheelhouse_dir: Path | None, workdir: Path) -> Path:
+    ctx = workdir / "context"
+    ctx.mkdir(parents=True)
+    (ctx / "Dockerfile").write_text(dockerfile, encoding="utf-8")
+    srv = ctx / "ezrunner_server"
+    srv.mkdir()
+    root = _server_dir()
+    for p in _server_files():
+        if p.name == "requirements.txt":
+            continue
+        dest = srv / p.relative_to(root)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p, dest)
+    wheels = ctx / "wheels"
+    wheels.mkdir()
+    if wheelhouse_dir is not None:
+        for f in wheelhouse_dir.iterdir():
+            if f.name.startswith("."):
+                continue
+            try:
+                os.link(f, wheels / f.name)
+            except OSError:
+                shutil.copy2(f, wheels / f.name)
+    return ctx
+
+
+_STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+
+
+def build_image(client, context: Path, tag: str, *, check: Callable[[], None]) -> Iterator[ev.Event | str]:
+    """Run the classic build with live events; yields events, then the image id."""
+    import docker
+
+    api = client.api
+    image_id = None
+    last_lines: list[str] = []
+    try:
+        stream = api.build(path=str(context), tag=tag, rm=True, forcerm=True, decode=True, pull=False, nocache=False)
+        for chunk in stream:
+            check()
+            if "error" in chunk or "errorDetail" in chunk:
+                detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error") or "unknown error"
+                tail = " | ".join(last_lines[-3:])
+                raise EzError(f"the engine image build failed: {detail.strip()[:400]}",
+                              hint=(f"last build output: {tail[:300]}" if tail else None))
+            if "stream" in chunk:
+                text = chunk["stream"]
+                lines = tuple(t for t in text.splitlines() if t.strip())
+                for line in lines:
+                    m = _STEP_RE.match(line.strip())
+                    if m:
+                        yield ev.StepProgress("build", index=int(m.group(1)), count=int(m.group(2)), name=m.group(3)[:200])
+                    m2 = re.match(r"^Successfully built ([0-9a-f]+)$", line.strip())
+                    if m2 and image_id is None:
+                        image_id = m2.group(1)
+                if lines:
+                    last_lines = (last_lines + list(lines))[-10:]
+                    yield ev.LogLines("build", lines=lines)
+            elif "aux" in chunk and isinstance(chunk["aux"], dict) and chunk["aux"].get("ID"):
+                image_id = chunk["aux"]["ID"]
+            elif "status" in chunk:
+                yield ev.LogLines("build", lines=(str(chunk["status"]),))
+    except docker.errors.DockerException as exc:
+        raise docker_error(exc) from None
+    if image_id is None:
+        raise EzError("the engine image build ended without an image id")
+    yield image_id
+
+
+@dataclass
+class EngineExport:
+    """An engine image's layers exported once from ``docker save`` into the cache."""
+
+    image_id: str
+    folder: Path
+    config: dict[str, Any]
+    layers: list[tuple[Path, int, str]]  # (tar path, size, diff_id)
+
+    @property
+    def size(self) -> int:
+        return sum(s for _p, s, _d in self.layers)
+
+
+def engine_export_dir() -> Path:
+    return locations.home() / "engine-layers"
+
+
+def load_engine_export(image_id: str) -> EngineExport | None:
+    folder = engine_export_dir() / image_id.split(":")[-1]
+    meta = folder / "export.json"
+    if not meta.is_file():
+        return None
+    try:
+        data = json.loads(meta.read_text())
+        layers = [(folder / p, s, d) for p, s, d in data["layers"]]
+        if all(p.is_file() and p.stat().st_size == s for p, s, _ in layers):
+            return EngineExport(image_id, folder, data["config"], layers)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def export_engine(client, image_id: str, *, check: Callable[[], None]) -> Iterator[ev.Event | EngineExport]:
+    """``docker save`` the engine image once, keeping its layer tars in the cache."""
+    import docker
+
+    from ezrunner.core.dockerarchive import ChunkReader
+
+    cached = load_engine_export(image_id)
+    if cached is not None:
+        yield cached
+        return
+    root = engine_export_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    hexid = image_id.split(":")[-1]
+    tmp = Path(tempfile.mkdtemp(prefix=f".{hexid[:12]}.", dir=root))
+    try:
+        info = client.api.inspect_image(image_id)
+        total = int(info.get("Size") or 0)
+        yield ev.PhaseStarted("build", label="exporting the engine image layers (once per engine)", total=total or None)
+        reader = ChunkReader(client.api.get_image(image_id, chunk_size=8 << 20))
+        done = 0
+        with tarfile.open(fileobj=reader, mode="r|") as tf:
+            for member in tf:
+                check()
+                tf.extract(member, tmp, filter="data")
+                if member.isfile():
+                    done += member.size
+                    yield ev.BytesProgress("build", item="engine layers", done=done, total=total or None)
+        manifest = json.loads((tmp / "manifest.json").read_text())[0]
+        config = json.loads((tmp / manifest["Config"]).read_text())
+        diff_ids = config["rootfs"]["diff_ids"]
+        if len(diff_ids) != len(manifest["Layers"]):
+            raise EzError("docker save returned a manifest whose layers do not match the image config")
+        layers = []
+        for rel, diff in zip(manifest["Layers"], diff_ids, strict=True):
+            p = (tmp / rel).resolve()
+            layers.append((p.relative_to(tmp.resolve()).as_posix(), p.stat().st_size, diff))
+        (tmp / "export.json").write_text(json.dumps({"config": config, "layers": layers}))
+        dest = root / hexid
+        if dest.exists():
+            shutil.rmtree(dest, ignore_errors=True)
+        os.replace(tmp, dest)
+    except docker.errors.DockerException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise docker_error(exc) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    result = load_engine_export(image_id)
+    if result is None:
+        raise EzError("the exported engine layers could not be read back")
+    yield result
+
+
+def ensure_engine_image(
+    client,
+    engine: str,
+    device: str,
+    *,
+    base_image: str,
+    check: Callable[[], None],
+) -> Iterator[ev.Event | tuple[str, str, bool]]:
+    """Build (or reuse) the engine image; yields events, then (tag, image id, reused)."""
+    from ezrunner.core.wheelhouse import ensure_wheelhouse
+
+    base = require_image(client, base_image)
+    python_image_id = ""
+    if (engine, device) == ("transformers", "cuda"):
+        python_image_id = require_image(client, CUDA_PYTHON_IMAGE).id
+    dockerfile = render_dockerfile(engine, device, base_image=base_image)
+    wheelhouse = None
+    if engine == "transformers":
+        for item in ensure_wheelhouse(device=device):
+            if isinstance(item, ev.Event):
+                yield item
+            else:
+                wheelhouse = item
+        check()
+    key = engine_cache_key(dockerfile, base.id + python_image_id, wheelhouse.digest() if wheelhouse else "")
+    tag = f"{ENGINE_REPO}/{engine}-{device}:{key}"
+    existing = _image_or_none(client, tag)
+    if existing is not None:
+        yield ev.Notice("build", level="info", message=f"reusing the cached engine image {tag}")
+        yield (tag, existing.id, True)
+        return
+    yield ev.PhaseStarted("build", label=f"building the engine image {tag}")
+    with tempfile.TemporaryDirectory(prefix="ezrunner-build-") as td:
+        ctx = _build_context(dockerfile, wheelhouse.path if wheelhouse else None, Path(td))
+        image_id = None
+        for item in build_image(client, ctx, tag, check=check):
+            if isinstance(item, str):
+                image_id = item
+            else:
+                yield item
+    img = _image_or_none(client, tag)
+    if img is None:
+        raise EzError(f"the engine image build finished but {tag} is missing")
+    # the wheel-install stage stays behind as an untagged image; drop it (best effort)
+    with contextlib.suppress(Exception):
+        client.images.prune(filters={"dangling": True, "label": "ezrunner.stage=wheels"})
+    yield ev.PhaseFinished("build", detail=f"built {tag}", data={"image": tag, "id": img.id})
+    yield (tag, img.id or image_id or "", False)
+
+
+# --------------------------------------------------------------------------- model source
+
+
+def resolve_model(model: str, revision: str | None, *, token: str | None, check: Callable[[], None]) -> Iterator[ev.Event | tuple[Path, str, str | None]]:
+    """A local folder, or a hub id downloaded into the cache. Yields events, then
+    (folder, model id for the labels, resolved revision)."""
+    p = Path(model).expanduser()
+    if p.is_dir():
+        if revision:
+            raise UsageError("--revision applies to hub ids, not to a local folder")
+        if not (p / "config.json").is_file():
+            raise UsageError(f"{p} has no config.json; not a Hugging Face model folder")
+        yield (p.resolve(), p.resolve().name, None)
+        return
+    if p.exists() or model.startswith((".", "/", "~")):
+        raise UsageError(f"model folder not found: {model}")
+    validate_repo_id(model)
+    validate_revision(revision)
+    from ezrunner.core.pack_download import download_model
+
+    yield from download_model(model, revision=revision, token=token, check=check)
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def _plan_for(model_dir: Path, *, plan: dict | None, profile: Any, engine: str | None,
+              max_model_len: int | None, dtype: str | None, details: Any) -> dict[str, Any]:
+    if plan is not None:
+        return dict(plan.to_dict() if hasattr(plan, "to_dict") else plan)
+    try:
+        from ezrunner.core import plan as plan_mod
+    except ImportError:
+        return {}
+    import inspect
+
+    kwargs: dict[str, Any] = {}
+    params = inspect.signature(plan_mod.make_plan).parameters
+    for name, value in (("engine", engine), ("max_model_len", max_model_len), ("dtype", dtype)):
+        if value is not None and name in params:
+            kwargs[name] = value
+    src = details if details is not None else str(model_dir)
+    if profile is None:
+        from ezrunner.core import hardware
+
+        profile = hardware.probe()
+    result = plan_mod.make_plan(src, profile, **kwargs)
+    return dict(result.to_dict() if hasattr(result, "to_dict") else result)
+
+
+# --------------------------------------------------------------------------- temporaries
+
+
+def _tmp_name(target: Path, pid: int | None = None) -> str:
+    return f".{target.name}.ezpack-{pid or os.getpid()}.tmp"
+
+
+def _clean_stale(target: Path) -> None:
+    """Remove temporaries of earlier packs of the same bundle whose process is gone."""
+    pat = re.compile(r"^\." + re.escape(target.name) + r"(?:\.part-\d{3})?\.ezpack-(\d+)\.tmp$")
+    if not target.parent.is_dir():
+        return
+    for child in target.parent.iterdir():
+        m = pat.match(child.name)
+        if not m:
+            continue
+        pid = int(m.group(1))
+        alive = True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            alive = True
+        if not alive or pid == os.getpid():
+            with contextlib.suppress(OSError):
+                child.unlink()
+
+
+def _remove_old_outputs(target: Path) -> None:
+    for p in [target, B.sidecar_path(target), *_existing_parts(target)]:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+def _existing_parts(target: Path) -> list[Path]:
+    pat = re.compile(re.escape(target.name + B.PART_INFIX) + r"\d{3}$")
+    if not target.parent.is_dir():
+        return []
+    return sorted(c for c in target.parent.iterdir() if pat.match(c.name))
+
+
+# --------------------------------------------------------------------------- the pack
+
+
+def iter_pack(
+    model: str,
+    output: str | os.PathLike[str],
+    *,
+    plan: dict | None = None,
+    profile: Any = None,
+    engine: str | None = None,
+    device: str | None = None,
+    base_image: str | None = None,
+    revision: str | None = None,
+    split_size: int | str | None = None,
+    max_model_len: int | None = None,
+    dtype: str | None = None,
+    yes: bool = False,
+    token: str | None = None,
+    details: Any = None,
+    client: Any = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> Iterator[ev.Event]:
+    """The pack as a generator of events. The last event is
+    ``PhaseFinished("export", data=PackResult.to_dict())``. Closing the generator
+    early (or an exception) removes every temporary; no file named like a finished
+    bundle is ever left incomplete."""
+    t0 = time.monotonic()
+    seconds: dict[str, float] = {}
+
+    def check() -> None:
+        if cancelled is not None and cancelled():
+            raise PackCancelled()
+
+    # ---- arguments
+    if engine in (None, "", "auto"):
+        engine = None
+    elif engine not in B.ENGINES:
+        raise UsageError(f"--engine: unknown engine {engine!r}", hint="auto, vllm or transformers")
+    if device is not None and device not in B.DEVICES:
+        raise UsageError(f"device: unknown device {device!r}")
+    if base_image is not None:
+        validate_image_ref(base_image)
+    part_size = B.parse_size(split_size) if isinstance(split_size, str) else split_size
+    if part_size is not None and part_size < (1 << 20):
+        raise UsageError("--split-size: parts must be at least 1M")
+    if max_model_len is not None and (not isinstance(max_model_len, int) or max_model_len < 1):
+        raise UsageError("--max-model-len: must be a positive whole number")
+    target = Path(output).expanduser()
+    if target.name in ("", ".", "..") or target.is_dir():
+        raise UsageError(f"-o: {output} is a folder; give a file name such as model.tar")
+    target = target.parent.resolve() / target.name
+    if not target.parent.is_dir():
+        raise UsageError(f"-o: folder {target.parent} does not exist")
+
+    # ---- model
+    yield ev.PhaseStarted("download", label=f"model {model}")
+    folder = model_id = resolved_rev = None
+    for item in resolve_model(model, revision, token=token, check=check):
+        if isinstance(item, ev.Event):
+            yield item
+        else:
+            folder, model_id, resolved_rev = item
+    assert folder is not None and model_id is not None
+    yield ev.PhaseFinished("download", detail=str(folder))
+    seconds["download"] = time.monotonic() - t0
+
+    # ---- plan
+    yield ev.PhaseStarted("plan", label="planning engine and memory")
+    plan_dict = _plan_for(folder, plan=plan, profile=profile, engine=engine, max_model_len=max_model_len, dtype=dtype, details=details)
+    if plan_dict.get("fits") is False and not yes:
+        reasons = "; ".join(str(r) for r in plan_dict.get("reasons") or [])[:300]
+        raise EzError(f"the plan says this model does not fit the target{': ' + reasons if reasons else ''}",
+                      hint="pack anyway with --yes, or pick a smaller model / other target")
+    engine = engine or plan_dict.get("engine") or "transformers"
+    device = device or plan_dict.get("device") or ("cuda" if engine == "vllm" else "cpu")
+    if engine not in B.ENGINES:
+        raise UsageError(f"--engine: unknown engine {engine!r}")
+    if (engine, device) not in TEMPLATES:
+        raise UsageError(f"--engine {engine}: no image for device {device}", hint="vLLM needs an NVIDIA GPU target")
+    base_image = base_image or DEFAULT_BASE_IMAGES[(engine, device)]
+    served = served_name_for(model_id)
+    yield ev.PhaseFinished("plan", detail=f"{engine} on {device}", data={"plan": plan_dict})
+
+    # ---- engine image
+    tb = time.monotonic()
+    if client is None:
+        client = docker_client()
+    yield ev.PhaseStarted("build", label=f"engine image: {engine} on {device}, base {base_image}")
+    tag = image_id = None
+    reused = False
+    for item in ensure_engine_image(client, engine, device, base_image=base_image, check=check):
+        if isinstance(item, ev.Event):
+            yield item
+        else:
+            tag, image_id, reused = item
+    export = None
+    for item in export_engine(client, image_id, check=check):
+        if isinstance(item, ev.Event):
+            yield item
+        else:
+            export = item
+    assert export is not None
+    yield ev.PhaseFinished("build", detail=f"engine image {tag}", data={"image": tag, "id": image_id, "reused": reused})
+    seconds["build"] = time.monotonic() - tb
+
+    # ---- export: the bundle
+    yield from _write_bundle(
+        target=target, part_size=part_size, folder=folder, model_id=model_id, revision=resolved_rev,
+        served=served, engine=engine, device=device, plan_dict=plan_dict, max_model_len=max_model_len,
+        export=export, engine_tag=tag, engine_reused=reused, check=check, seconds=seconds, t0=t0,
+    )
+
+
+def _write_bundle(*, target: Path, part_size: int | None, folder: Path, model_id: str, revision: str | None,
+                  served: str, engine: str, device: str, plan_dict: dict, max_model_len: int | None,
+                  export: EngineExport, engine_tag: str, engine_reused: bool, check: Callable[[], None],
+                  seconds: dict[str, float], t0: float) -> Iterator[ev.Event]:
+    from ezrunner.core.dockerarchive import ArchiveWriter, DiskFull, SplitWriter, image_config_bytes, plan_model_layer
+
+    te = time.monotonic()
+    _clean_stale(target)
+    model_dir = B.model_dir_in_image(served)
+
+    # free space, against the estimate (engine layers + model + headers)
+    from ezrunner.core.dockerarchive import iter_model_files
+
+    model_files = iter_model_files(folder)
+    model_est = sum(p.stat().st_size for _r, p in model_files) + 1024 * (len(model_files) + 8)
+    estimate = export.size + model_est + (1 << 20)
+    free = shutil.disk_usage(target.parent).free
+    if free < estimate + MIN_FREE_MARGIN:
+        raise EzError(
+            f"not enough free space in {target.parent}: the bundle needs about {_human(estimate)}, {_human(free)} free",
+            hint="free some space or write the bundle (-o) elsewhere",
+        )
+
+    # pass 1: per-file sha256 + the model layer's diff id (one read of the model)
+    yield ev.PhaseStarted("export", label="hashing the model", total=model_est)
+    last = [0.0]
+
+    def hashed(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] > 0.1 or done == total:
+            last[0] = now
+            events.append(ev.BytesProgress("export", item="hashing model", done=done, total=total))
+
+    events: list[ev.Event] = []
+    layer = plan_model_layer(folder, model_dir, on_bytes=hashed, check=check)
+    yield from events
+    events.clear()
+
+    # the image config, from the engine's
+    created = B.now_iso()
+    serve_args = serve_args_for(engine, device, served_name=served, plan=plan_dict, max_model_len=max_model_len)
+    labels = model_labels(model=model_id, revision=revision, served_name=served, engine=engine, device=device,
+                          serve_args=serve_args, plan=plan_dict, model_bytes=layer.model_bytes, created=created)
+    cfg = copy.deepcopy(export.config)
+    for k in ("container", "container_config", "docker_version", "id", "parent"):
+        cfg.pop(k, None)
+    cfg["created"] = created
+    cc = cfg.setdefault("config", {})
+    merged = dict(cc.get("Labels") or {})
+    merged.update(labels)
+    cc["Labels"] = merged
+    cc["Cmd"] = serve_args
+    if engine == "vllm":
+        cc["Entrypoint"] = None
+    cc["Healthcheck"] = {
+        "Test": healthcheck_cmd(engine),
+        "Interval": 10_000_000_000, "Timeout": 5_000_000_000,
+        "StartPeriod": (600 if engine == "transformers" else 1200) * 1_000_000_000, "Retries": 3,
+    }
+    cc["ExposedPorts"] = {f"{B.CONTAINER_PORT}/tcp": {}}
+    cc["User"] = f"{B.CONTAINER_UID}:{B.CONTAINER_UID}"
+    cfg["rootfs"] = {"type": "layers", "diff_ids": [d for _p, _s, d in export.layers] + [layer.diff_id]}
+    hist = list(cfg.get("history") or [])
+    hist.append({"created": created, "created_by": f"ezrunner pack: model {model_id} -> {model_dir}", "comment": "ezrunner model layer"})
+    cfg["history"] = hist
+    cfg_raw, config_digest = image_config_bytes(cfg)
+    image_tag = f"ezrunner/{served}:{engine}-{device}-{layer.diff_id.split(':')[1][:12]}"
+
+    manifest = B.BundleManifest(
+        model=model_id, revision=revision, served_model_name=served, files=layer.files,
+        model_bytes=layer.model_bytes, engine=engine, device=device, plan=plan_dict,
+        image_id=config_digest, image_tag=image_tag, ezrunner_version=__version__, created=created,
+    )
+    layer_names: list[str] = []
+    seen: dict[str, str] = {}
+    for _p, _s, diff in export.layers:
+        layer_names.append(seen.setdefault(diff, f"{diff.split(':')[1]}/layer.tar"))
+    model_layer_name = f"{layer.diff_id.split(':')[1]}/layer.tar"
+    docker_manifest = [{
+        "Config": f"{config_digest.split(':')[1]}.json",
+        "RepoTags": [image_tag],
+        "Layers": layer_names + [model_layer_name],
+    }]
+    total = export.size + layer.size + len(cfg_raw) + 64 * 1024
+
+    # pass 2: write everything, hashing on a helper thread
+    split = part_size is not None
+
+    def path_for(i: int) -> Path:
+        if split:
+            part = B.part_path(target, i)
+            return part.with_name(_tmp_name(part))
+        if i != 1:
+            raise AssertionError("unsplit bundle opened a second part")
+        return target.with_name(_tmp_name(target))
+
+    out = SplitWriter(path_for, part_size)
+    prog_last = [0.0]
+
+    def on_bytes(done: int) -> None:
+        now = time.monotonic()
+        if now - prog_last[0] > 0.1:
+            prog_last[0] = now
+            events.append(ev.BytesProgress("export", item="bundle", done=done, total=total))
+
+    yield ev.PhaseStarted("export", label=f"writing {target.name}", total=total)
+    ok = False
+    try:
+        aw = ArchiveWriter(out, on_bytes=on_bytes, check=check)
+        mtime = int(time.time())
+        aw.add_bytes(B.BUNDLE_MANIFEST_NAME, manifest.to_json_bytes(), mtime=mtime)
+        written: set[str] = set()
+        for (path, _size, _diff), name in zip(export.layers, layer_names, strict=True):
+            if name in written:
+                continue
+            written.add(name)
+            aw.add_dir(name.split("/")[0], mtime=mtime)
+            aw.add_file(name, path, mtime=mtime)
+            yield from events
+            events.clear()
+        aw.add_dir(model_layer_name.split("/")[0], mtime=mtime)
+        aw.add_model_layer(model_layer_name, layer, mtime=mtime)
+        yield from events
+        events.clear()
+        aw.add_bytes(docker_manifest[0]["Config"], cfg_raw, mtime=mtime)
+        aw.add_bytes("manifest.json", json.dumps(docker_manifest).encode(), mtime=mtime)
+        aw.add_bytes("repositories", json.dumps({f"ezrunner/{served}": {image_tag.split(":", 1)[1]: config_digest.split(":")[1]}}).encode(), mtime=mtime)
+        aw.finish()
+        digest = out.close()
+        size = out.written
+        # complete: replace older outputs, rename temporaries, sidecar last
+        _remove_old_outputs(target)
+        finals: list[Path] = []
+        if split:
+            for i, tmp in enumerate(out.paths, start=1):
+                final = B.part_path(target, i)
+                os.replace(tmp, final)
+                finals.append(final)
+        else:
+            os.replace(out.paths[0], target)
+            finals.append(target)
+        sidecar = B.write_sidecar(target, digest)
+        _fsync_dir(target.parent)
+        ok = True
+    except DiskFull:
+        raise EzError(f"the disk is full while writing {target.name} in {target.parent}; nothing was left behind",
+                      hint="free some space or write the bundle (-o) elsewhere") from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise EzError(f"the disk is full while writing {target.name}; nothing was left behind",
+                          hint="free some space or write the bundle (-o) elsewhere") from None
+        raise EzError(f"could not write the bundle: {exc}") from None
+    finally:
+        if not ok:
+            out.abort()
+    seconds["export"] = time.monotonic() - te
+    seconds["total"] = time.monotonic() - t0
+    result = PackResult(
+        bundle=str(target), parts=[str(p) for p in finals] if split else [], sidecar=str(sidecar), sha256=digest,
+        size=size, image_tag=image_tag, image_id=config_digest, engine_image=engine_tag, engine_reused=engine_reused,
+        manifest=manifest.to_dict(), seconds={k: round(v, 3) for k, v in seconds.items()},
+    )
+    yield ev.PhaseFinished("export", detail=f"{target.name}: {_human(size)} in {seconds['total']:.1f} s", data=result.to_dict())
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def pack(model: str, output: str | os.PathLike[str], *, on_event: ev.EventCallback | None = None,
+         cancelled: Callable[[], bool] | None = None, **kwargs: Any) -> PackResult:
+    """Callback style: every event goes to ``on_event``; returns the :class:`PackResult`."""
+    cb = on_event or ev.ignore
+    gen = iter_pack(model, output, cancelled=cancelled, **kwargs)
+    final: ev.Event | None = None
+    try:
+        for event in gen:
+            cb(event)
+            final = event
+            if cancelled is not None and cancelled():
+                raise PackCancelled()
+    finally:
+        gen.close()
+    assert isinstance(final, ev.PhaseFinished) and final.phase == "export"
+    d = final.data
+    return PackResult(**d)
