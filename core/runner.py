@@ -1024,7 +1024,8 @@ def ps(client: docker.DockerClient, *, all: bool = True) -> list[PsRow]:  # noqa
         state = c.attrs.get("State") or {}
         status = state.get("Status") or c.status
         health = (state.get("Health") or {}).get("Status")
-        shown = f"{status} ({health})" if status == "running" and health else status
+        # "healthy", "starting", "unhealthy" say more than "running" when the image has a HEALTHCHECK.
+        shown = health if status == "running" and health else status
         uptime = None
         if status == "running":
             started = _parse_time(state.get("StartedAt", ""))

@@ -211,3 +211,60 @@ def mini_crash_bundle(docker_engine, base_image, tmp_path_factory) -> Path:
     remove_image(docker_engine, MINI_CRASH_TAG)
     yield path
     remove_image(docker_engine, MINI_CRASH_TAG)
+
+
+# --------------------------------------------------------------------------- the real engine
+
+
+def _bundle_path_of(value) -> Path:
+    """``packed_bundle`` may be a path, a PackResult or its dict: the joined BUNDLE.tar path."""
+    if isinstance(value, (str, os.PathLike)):
+        return Path(value)
+    if isinstance(value, dict):
+        return Path(value["bundle"])
+    for attr in ("bundle", "path"):
+        if hasattr(value, attr):
+            return _bundle_path_of(getattr(value, attr))
+    raise TypeError(f"cannot find the bundle path in {value!r}")
+
+
+@pytest.fixture(scope="session")
+def engine_bundle(request, docker_engine, base_image, tiny_model_dir, tmp_path_factory) -> Path:
+    """A real bundle (the embedded Transformers server, CPU, the tiny demo model):
+    the pack side's session fixture ``packed_bundle`` when it exists, otherwise
+    packed here once with ``ezrunner.core.pack.iter_pack``. Read-only for tests:
+    copy before damaging it."""
+    try:
+        value = request.getfixturevalue("packed_bundle")
+    except pytest.FixtureLookupError:
+        value = None
+    if value is not None:
+        path = _bundle_path_of(value)
+        if path.exists():
+            return path
+    from ezrunner.core.events import PhaseFinished
+    from ezrunner.core.pack import iter_pack
+
+    out = tmp_path_factory.mktemp("run-engine") / "tiny-llama.tar"
+    last = None
+    for event in iter_pack(str(tiny_model_dir), out, base_image=base_image, engine="transformers", device="cpu",
+                           yes=True, client=docker_engine):
+        if isinstance(event, PhaseFinished):
+            last = event
+    assert out.exists(), f"pack wrote no bundle ({last})"
+    return out
+
+
+def copy_range(src: Path, dst: Path, start: int = 0, length: int | None = None) -> Path:
+    """Copy bytes [start, start+length) of src to dst in the kernel (copy_file_range)."""
+    size = src.stat().st_size
+    length = size - start if length is None else length
+    with open(src, "rb") as fi, open(dst, "wb") as fo:
+        offset, left = start, length
+        while left > 0:
+            n = os.copy_file_range(fi.fileno(), fo.fileno(), left, offset)
+            if n == 0:
+                break
+            offset += n
+            left -= n
+    return dst

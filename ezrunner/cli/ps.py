@@ -38,7 +38,6 @@ def _run(args: argparse.Namespace) -> int:
         table.add_column(col, overflow="fold")
     for r in rows:
         port = f"{r.host}:{r.port}" if r.port else "-"
-        table.add_row(r.name, r.served_model_name or r.model, f"{r.engine}/{r.device}" if r.device else r.engine,
-                      port, r.state, r.uptime)
+        table.add_row(r.name, r.served_model_name or r.model, r.engine, port, r.state, r.uptime)
     Console(highlight=False).print(table)
     return 0

@@ -86,8 +86,8 @@ class EventRenderer:
                 self._use(self._bytes)
                 label = "verifying sha256" if event.phase == "verify" else "loading into Docker"
                 self._tasks[(event.phase, "")] = self._bytes.add_task(label, total=event.total)
-            else:
-                c.print(f"[bold]{event.label}[/]")
+            elif event.phase != "start":
+                c.print(f"[bold]{event.label}[/]", soft_wrap=True)
         elif isinstance(event, ev.BytesProgress):
             key = (event.phase, "" if event.item and not event.item.startswith("layer") else event.item)
             if event.item.startswith("layer"):
@@ -106,20 +106,20 @@ class EventRenderer:
                 self.close()
                 c.print(f"[bold]--- last {len(event.lines)} log lines ---[/]")
                 for line in event.lines:
-                    c.out(line, highlight=False)
+                    c.print(line, markup=False, highlight=False, soft_wrap=True, emoji=False)
                 c.print("[bold]---[/]")
         elif isinstance(event, ev.Notice):
+            from rich.text import Text
+
             style = {"warning": "yellow", "error": "red"}.get(event.level, "")
-            if self._active is not None:
-                self._active.console.print(f"[{style}]{event.message}[/]" if style else event.message, markup=bool(style))
-            else:
-                c.print(f"[{style}]{event.message}[/]" if style else event.message, markup=bool(style))
+            target = self._active.console if self._active is not None else c
+            target.print(Text(event.message, style=style), soft_wrap=True)
         elif isinstance(event, ev.PhaseFinished):
             if event.phase in ("verify", "load", "ready"):
                 self.close()
             mark = "[green]ok[/]" if event.ok else "[red]failed[/]"
             if event.phase != "start":
-                c.print(f"{event.phase}: {mark} {event.detail}")
+                c.print(f"{event.phase}: {mark} {event.detail}", soft_wrap=True)
 
 
 def _run(args: argparse.Namespace) -> int:

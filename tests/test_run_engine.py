@@ -1,0 +1,171 @@
+"""The run side with the real engine: a bundle packed with the embedded
+Transformers server and the tiny demo model. pack -> rmi -> run -> chat (official
+openai client) -> logs -> stop; damaged bundles refused before docker load; a
+model that crashes at start; a network with no route out."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+
+import pytest
+from conftest import EZRUNNER
+from support_run import copy_range, remove_containers, remove_image
+
+from ezrunner.core import runner
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ez(*args, timeout=600):
+    return subprocess.run([EZRUNNER, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def bundle_info(engine_bundle):
+    _, info = runner.verify_bundle(engine_bundle, check_hash=False)
+    return info
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cleanup(docker_engine, bundle_info):
+    yield
+    remove_containers(docker_engine, "ez-e2e", "ez-e2e-internal", "ez-e2e-crash")
+    remove_image(docker_engine, bundle_info.image_id)
+
+
+def _image_present(client, image_id) -> bool:
+    return runner.find_image(client, image_id) is not None
+
+
+def test_damaged_bundles_are_refused_before_docker_load(docker_engine, engine_bundle, bundle_info, tmp_path):
+    remove_image(docker_engine, bundle_info.image_id)
+    size = engine_bundle.stat().st_size
+    sidecar = engine_bundle.with_name(engine_bundle.name + ".sha256")
+
+    # One corrupted byte in the middle.
+    bad = tmp_path / engine_bundle.name
+    copy_range(engine_bundle, bad)
+    shutil.copy(sidecar, tmp_path)
+    with open(bad, "r+b") as fh:
+        fh.seek(size // 2)
+        b = fh.read(1)
+        fh.seek(size // 2)
+        fh.write(bytes([b[0] ^ 0x10]))
+    proc = _ez("run", str(bad), "--port", str(_free_port()), "-d")
+    assert proc.returncode == 2, proc.stderr
+    assert "ezrunner: error: checksum mismatch" in proc.stderr
+    assert not _image_present(docker_engine, bundle_info.image_id), "nothing may reach docker load"
+
+    # Truncated: the first 60 %.
+    bad.unlink()
+    copy_range(engine_bundle, bad, 0, size * 6 // 10)
+    proc = _ez("run", str(bad), "--port", str(_free_port()), "-d")
+    assert proc.returncode == 2 and "ezrunner: error: truncated bundle" in proc.stderr, proc.stderr
+    bad.unlink()
+
+    # Split in three; part 2 missing. (Whole parts verify; the check streams, no joined copy.)
+    third = size // 3 + 1
+    parts = [copy_range(engine_bundle, tmp_path / f"{engine_bundle.name}.part-{i + 1:03d}", i * third,
+                        min(third, size - i * third)) for i in range(3)]
+    source, info = runner.verify_bundle(parts[0])
+    assert info.image_id == bundle_info.image_id and len(source.parts) == 3
+    assert not (tmp_path / engine_bundle.name).exists()
+    parts[1].unlink()
+    proc = _ez("run", str(parts[0]), "--port", str(_free_port()), "-d")
+    assert proc.returncode == 2
+    assert f"ezrunner: error: missing part: {engine_bundle.name}.part-002" in proc.stderr
+    assert not _image_present(docker_engine, bundle_info.image_id)
+
+
+def test_pack_rmi_run_chat_logs_ps_stop(docker_engine, engine_bundle, bundle_info):
+    import openai
+
+    remove_image(docker_engine, bundle_info.image_id)  # as on a fresh target
+    port = _free_port()
+    proc = _ez("run", str(engine_bundle), "--name", "ez-e2e", "--port", str(port), "--api-key", "k-123", "-d")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "verify: ok sha256" in proc.stderr and "load: ok loaded" in proc.stderr
+    assert f"OpenAI base URL: http://127.0.0.1:{port}/v1" in proc.stdout
+    model = bundle_info.served_model_name
+    assert f"model:           {model}" in proc.stdout
+    assert "Authorization: Bearer $API_KEY" in proc.stdout
+    assert _image_present(docker_engine, bundle_info.image_id)
+
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k-123", max_retries=0, timeout=120)
+    assert [m.id for m in client.models.list()] == [model]
+    reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hello"}], max_tokens=5)
+    assert reply.choices[0].finish_reason in ("length", "stop") and reply.usage.completion_tokens >= 1
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong", max_retries=0).models.list()
+
+    ps = _ez("ps")
+    line = next(ln for ln in ps.stdout.splitlines() if ln.startswith("ez-e2e "))
+    assert model in line and "transformers" in line and f"127.0.0.1:{port}" in line
+
+    logs = _ez("logs", "ez-e2e")
+    assert logs.returncode == 0 and "POST /v1/chat/completions" in logs.stdout
+
+    # Running it again: load skipped, and it says where the running one is.
+    again = _ez("run", str(engine_bundle), "--name", "ez-e2e", "--port", str(_free_port()), "-d", "--no-verify")
+    assert again.returncode == 1 and "already loaded" in again.stderr
+    assert f"ez-e2e is already running" in again.stderr and f"http://127.0.0.1:{port}/v1" in again.stderr
+
+    stop = _ez("stop", "ez-e2e", "--remove")
+    assert stop.returncode == 0 and "stopped and removed ez-e2e" in stop.stdout
+    assert runner._get_container(docker_engine, "ez-e2e") is None
+    assert "ez-e2e " not in _ez("ps").stdout
+
+
+def test_chat_on_a_network_with_no_route_out(docker_engine, engine_bundle, bundle_info):
+    import openai
+
+    net = docker_engine.networks.create("ez-e2e-internal", driver="bridge", internal=True)
+    try:
+        ready = runner.run_bundle(str(engine_bundle), verify=False, name="ez-e2e-internal", network=net.name,
+                                  publish=False, ready_timeout_s=300, client=docker_engine)
+        c = ready.running.container
+        assert list(c.attrs["NetworkSettings"]["Networks"]) == [net.name]
+        # No route out from inside.
+        probe = c.exec_run(["python3", "-c", "import socket; s=socket.socket(); s.settimeout(3); s.connect(('1.1.1.1', 80))"])
+        assert probe.exit_code != 0
+        ip = c.attrs["NetworkSettings"]["Networks"][net.name]["IPAddress"]
+        assert ready.base_url == f"http://{ip}:8000/v1"
+        client = openai.OpenAI(base_url=ready.base_url, api_key="none", max_retries=0, timeout=120)
+        reply = client.chat.completions.create(model=ready.model, messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
+        assert reply.choices[0].message.role == "assistant" and reply.usage.completion_tokens >= 1
+    finally:
+        remove_containers(docker_engine, "ez-e2e-internal")
+        net.remove()
+
+
+def test_model_that_crashes_at_start(docker_engine, engine_bundle, bundle_info):
+    """The real server, its weight file gone: exit code, last lines, the cause."""
+    import io
+
+    source, info = runner.verify_bundle(engine_bundle, check_hash=False)
+    image = runner.load_bundle(docker_engine, source, info)
+    model_dir = f"/models/{info.served_model_name}"
+    dockerfile = (f"FROM {image.id}\nUSER root\nRUN rm -f {model_dir}/model.safetensors "
+                  f"{model_dir}/model.safetensors.index.json\nUSER 10001\n")
+    broken, _ = docker_engine.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag="ezrunner-test/broken-model:1",
+                                           rm=True, forcerm=True)
+    try:
+        running = runner.start(docker_engine, broken, name="ez-e2e-crash", port=_free_port())
+        with pytest.raises(runner.ReadyError) as exc:
+            runner.wait_ready(docker_engine, running, timeout=300)
+        err = exc.value
+        assert err.container_exit_code not in (None, 0)
+        assert f"exited with code {err.container_exit_code} before it was ready" in err.message
+        assert 0 < len(err.log_tail) <= 50
+        assert err.cause == "a file of the model is missing or unreadable", err.log_tail
+        running.container.reload()
+        assert running.container.status == "exited"  # not looping on unless-stopped
+    finally:
+        remove_containers(docker_engine, "ez-e2e-crash")
+        remove_image(docker_engine, "ezrunner-test/broken-model:1")
