@@ -1,0 +1,490 @@
+"""What a model *is*, from its files: ``config.json`` parsing, exact parameter
+counting by family, KV-cache bytes per token, safetensors headers and the
+inventory of weight files in a folder.
+
+Everything here is pure Python (json + struct); no hub client, no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ezrunner.core.errors import UsageError
+
+# Bytes per element of the dtypes that matter for planning.
+DTYPE_BYTES: dict[str, int] = {
+    "float32": 4,
+    "float16": 2,
+    "bfloat16": 2,
+    "float64": 8,
+    "int8": 1,
+    "uint8": 1,
+    "float8_e4m3fn": 1,
+    "float8_e5m2": 1,
+}
+
+# safetensors header dtype -> (canonical torch name, bytes per element)
+SAFETENSORS_DTYPES: dict[str, tuple[str, float]] = {
+    "F64": ("float64", 8),
+    "F32": ("float32", 4),
+    "F16": ("float16", 2),
+    "BF16": ("bfloat16", 2),
+    "I64": ("int64", 8),
+    "I32": ("int32", 4),
+    "U32": ("uint32", 4),
+    "I16": ("int16", 2),
+    "U16": ("uint16", 2),
+    "I8": ("int8", 1),
+    "U8": ("uint8", 1),
+    "BOOL": ("bool", 1),
+    "F8_E4M3": ("float8_e4m3fn", 1),
+    "F8_E5M2": ("float8_e5m2", 1),
+    "F8_E8M0": ("float8_e8m0fnu", 1),
+    "F4": ("float4", 0.5),
+    "F6_E2M3": ("float6", 0.75),
+    "F6_E3M2": ("float6", 0.75),
+}
+# Floating dtypes whose weights get cast when the plan picks another dtype.
+CASTABLE = {"F32", "F16", "BF16", "F64"}
+
+_WEIGHT_SUFFIXES: tuple[tuple[str, str], ...] = (
+    (".safetensors", "safetensors"),
+    (".gguf", "gguf"),
+    (".bin", "pytorch"),
+    (".pt", "pytorch"),
+    (".pth", "pytorch"),
+)
+# Files that end like weights but are not model weights.
+_NOT_WEIGHTS = {"training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth", "scaler.pt"}
+
+# Families whose parameter count below is exact (checked against published totals).
+EXACT_FAMILIES = {
+    "llama",
+    "mistral",
+    "mixtral",
+    "qwen2",
+    "qwen3",
+    "qwen2_moe",
+    "qwen3_moe",
+    "gemma",
+    "gemma2",
+    "phi3",
+    "deepseek_v2",
+}
+
+
+def weight_format(name: str) -> str | None:
+    """The weight format of a file name: safetensors, pytorch, gguf, or None."""
+    base = os.path.basename(name)
+    if base in _NOT_WEIGHTS:
+        return None
+    for suffix, fmt in _WEIGHT_SUFFIXES:
+        if base.endswith(suffix):
+            return fmt
+    return None
+
+
+def normalise_dtype(value: Any) -> str | None:
+    """``torch.bfloat16`` / ``bf16`` / ``BF16`` -> ``bfloat16``; unknown -> the text as is."""
+    if value is None:
+        return None
+    text = str(value).strip().lower().removeprefix("torch.")
+    aliases = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
+    text = aliases.get(text, text)
+    for st, (name, _) in SAFETENSORS_DTYPES.items():
+        if text == st.lower():
+            return name
+    return text
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    path: str  # relative to the model folder / repo root
+    size: int | None
+    format: str  # safetensors | pytorch | gguf
+
+
+@dataclass
+class ModelConfig:
+    """The planning-relevant part of a transformers ``config.json``."""
+
+    model_type: str | None
+    architectures: list[str]
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    vocab_size: int | None
+    intermediate_size: int | None
+    max_position_embeddings: int | None
+    tie_word_embeddings: bool
+    dtype: str | None
+    num_experts: int | None = None
+    num_experts_per_tok: int | None = None
+    moe_intermediate_size: int | None = None
+    sliding_window: int | None = None
+    kv_lora_rank: int | None = None
+    qk_rope_head_dim: int | None = None
+    auto_map: dict[str, Any] | None = None
+    quantization: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def architecture(self) -> str | None:
+        return self.architectures[0] if self.architectures else None
+
+    @property
+    def trust_remote_code(self) -> bool:
+        return bool(self.auto_map)
+
+    @property
+    def is_mla(self) -> bool:
+        return self.kv_lora_rank is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("raw", None)
+        d["architecture"] = self.architecture
+        d["trust_remote_code"] = self.trust_remote_code
+        return d
+
+
+def _first(cfg: dict[str, Any], *keys: str) -> Any:
+    for k in keys:
+        if cfg.get(k) is not None:
+            return cfg[k]
+    return None
+
+
+def _int(cfg: dict[str, Any], key: str, value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+        except Exception:  # noqa: BLE001
+            pass
+        raise UsageError(f"{where}: key {key!r} must be an integer, got {value!r}")
+    if value <= 0:
+        raise UsageError(f"{where}: key {key!r} must be positive, got {value}")
+    return value
+
+
+def parse_config(cfg: dict[str, Any], *, where: str = "config.json") -> ModelConfig:
+    """Parse a config dict; a missing required key raises UsageError naming it."""
+    if not isinstance(cfg, dict):
+        raise UsageError(f"{where}: not a JSON object")
+    top = cfg
+    # Multimodal wrappers keep the language model under text_config.
+    if "hidden_size" not in cfg and isinstance(cfg.get("text_config"), dict):
+        merged = dict(cfg["text_config"])
+        for k in ("architectures", "auto_map", "torch_dtype", "dtype", "tie_word_embeddings", "quantization_config"):
+            if k in cfg and k not in merged:
+                merged[k] = cfg[k]
+        cfg = merged
+
+    def req(key: str, *aliases: str) -> int:
+        value = _first(cfg, key, *aliases)
+        if value is None:
+            raise UsageError(
+                f"{where}: missing required key {key!r}",
+                hint="the model's config.json must describe a transformer decoder (hidden_size, num_hidden_layers, num_attention_heads)",
+            )
+        return _int(cfg, key, value, where)
+
+    def opt(key: str, *aliases: str) -> int | None:
+        value = _first(cfg, key, *aliases)
+        return None if value is None else _int(cfg, key, value, where)
+
+    hidden = req("hidden_size", "n_embd", "d_model")
+    layers = req("num_hidden_layers", "n_layer", "num_layers")
+    heads = req("num_attention_heads", "n_head")
+    kv_heads = opt("num_key_value_heads", "num_kv_heads")
+    if kv_heads is None:
+        kv_heads = 1 if cfg.get("multi_query") else heads
+    head_dim = opt("head_dim")
+    if head_dim is None:
+        if hidden % heads:
+            raise UsageError(f"{where}: hidden_size {hidden} is not divisible by num_attention_heads {heads}")
+        head_dim = hidden // heads
+    num_experts = opt("num_local_experts", "n_routed_experts", "num_experts")
+    qcfg = top.get("quantization_config") or cfg.get("quantization_config")
+    quant = None
+    if isinstance(qcfg, dict):
+        quant = str(qcfg.get("quant_method") or qcfg.get("quant_type") or "quantized")
+    sliding = cfg.get("sliding_window")
+    if cfg.get("use_sliding_window") is False:
+        sliding = None
+    arch = cfg.get("architectures") or top.get("architectures") or []
+    return ModelConfig(
+        model_type=cfg.get("model_type") or top.get("model_type"),
+        architectures=[str(a) for a in arch] if isinstance(arch, list) else [str(arch)],
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=head_dim,
+        vocab_size=opt("vocab_size", "padded_vocab_size"),
+        intermediate_size=opt("intermediate_size", "n_inner", "ffn_dim"),
+        max_position_embeddings=opt("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "max_sequence_length"),
+        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", top.get("tie_word_embeddings", False))),
+        dtype=normalise_dtype(_first(cfg, "torch_dtype", "dtype") or _first(top, "torch_dtype", "dtype")),
+        num_experts=num_experts if num_experts and num_experts > 1 else None,
+        num_experts_per_tok=opt("num_experts_per_tok", "moe_topk"),
+        moe_intermediate_size=opt("moe_intermediate_size"),
+        sliding_window=sliding if isinstance(sliding, int) and sliding > 0 else None,
+        kv_lora_rank=opt("kv_lora_rank"),
+        qk_rope_head_dim=opt("qk_rope_head_dim"),
+        auto_map=top.get("auto_map") or cfg.get("auto_map") or None,
+        quantization=quant,
+        raw=top,
+    )
+
+
+def load_config(path: str | os.PathLike[str]) -> ModelConfig:
+    """Read and parse ``config.json`` (a file, or a folder holding one)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "config.json"
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{p}: no config.json", hint="a model folder needs the config.json of a transformers model") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{p}: cannot read config.json ({str(exc).splitlines()[0]})") from None
+    return parse_config(data, where=str(p))
+
+
+# --------------------------------------------------------------------- counting
+
+
+def count_parameters(cfg: ModelConfig) -> tuple[int | None, bool]:
+    """The parameter count from the config, and whether it is exact for this family.
+
+    Counted: embeddings; per layer the attention projections (with biases where
+    the family has them: Qwen2 q/k/v, ``attention_bias``, ``mlp_bias``), the MLP
+    or every MoE expert plus the router and shared experts, the per-layer norms;
+    the final norm; the lm_head unless the embeddings are tied. Returns
+    ``(None, False)`` when the config lacks vocab_size or intermediate_size.
+    """
+    raw = cfg.raw.get("text_config") if "hidden_size" not in cfg.raw else cfg.raw
+    raw = raw or cfg.raw
+    h, L, nh, nkv, hd = cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    v, inter = cfg.vocab_size, cfg.intermediate_size
+    mt = (cfg.model_type or "").lower()
+    if v is None or (inter is None and cfg.moe_intermediate_size is None):
+        return None, False
+
+    embed = v * h
+    lm_head = 0 if cfg.tie_word_embeddings or mt.startswith("gemma") else v * h
+
+    # ---- attention
+    if cfg.is_mla:
+        nope = int(raw.get("qk_nope_head_dim") or 0)
+        rope = int(raw.get("qk_rope_head_dim") or 0)
+        vdim = int(raw.get("v_head_dim") or hd)
+        q_lora = raw.get("q_lora_rank")
+        kvr = cfg.kv_lora_rank or 0
+        qk = nope + rope
+        if q_lora:
+            attn = h * q_lora + q_lora + q_lora * nh * qk
+        else:
+            attn = h * nh * qk
+        attn += h * (kvr + rope) + kvr + kvr * nh * (nope + vdim) + nh * vdim * h
+    else:
+        q, kv = nh * hd, nkv * hd
+        attn = h * q + 2 * h * kv + q * h
+        if mt in ("qwen2", "qwen2_moe") or raw.get("qkv_bias"):
+            attn += q + 2 * kv
+        elif raw.get("attention_bias"):
+            attn += q + 2 * kv + h
+        if mt in ("qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2"):
+            attn += 2 * hd  # q_norm and k_norm over head_dim
+
+    # ---- norms per layer
+    if mt in ("gemma2", "gemma3", "gemma3_text"):
+        norms = 4 * h
+    else:
+        norms = 2 * h
+
+    mlp_bias = bool(raw.get("mlp_bias"))
+
+    def dense(i: int) -> int:
+        return 3 * h * i + (2 * i + h if mlp_bias else 0)
+
+    # ---- MLP / MoE per layer
+    total_layers = 0
+    for layer in range(L):
+        if cfg.num_experts:
+            e = cfg.num_experts
+            if mt in ("deepseek_v2", "deepseek_v3"):
+                first_dense = int(raw.get("first_k_dense_replace") or 0)
+                freq = int(raw.get("moe_layer_freq") or 1)
+                is_moe = layer >= first_dense and layer % freq == 0
+                if not is_moe:
+                    mlp = dense(inter or 0)
+                else:
+                    mi = cfg.moe_intermediate_size or inter or 0
+                    shared = int(raw.get("n_shared_experts") or 0)
+                    mlp = e * 3 * h * mi + h * e + (3 * h * mi * shared if shared else 0)
+                    if mt == "deepseek_v3" or raw.get("topk_method") == "noaux_tc":
+                        mlp += e  # e_score_correction_bias
+            elif mt in ("qwen2_moe", "qwen3_moe"):
+                sparse_step = int(raw.get("decoder_sparse_step") or 1)
+                mlp_only = set(raw.get("mlp_only_layers") or [])
+                if layer in mlp_only or (layer + 1) % sparse_step != 0:
+                    mlp = dense(inter or 0)
+                else:
+                    mi = cfg.moe_intermediate_size or inter or 0
+                    mlp = e * 3 * h * mi + h * e
+                    sh = int(raw.get("shared_expert_intermediate_size") or 0)
+                    if sh:
+                        mlp += 3 * h * sh + h  # shared expert + its gate
+            else:  # Mixtral-style: every layer sparse, experts of intermediate_size
+                mi = inter or cfg.moe_intermediate_size or 0
+                mlp = e * 3 * h * mi + h * e
+        else:
+            mlp = dense(inter or 0)
+        total_layers += attn + mlp + norms
+    total = embed + total_layers + h + lm_head
+    exact = mt in EXACT_FAMILIES and not cfg.quantization
+    return total, exact
+
+
+def kv_bytes_per_token(cfg: ModelConfig, kv_dtype_bytes: int) -> int:
+    """vLLM's formula: ``2 × layers × kv_heads × head_dim × bytes``."""
+    return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * kv_dtype_bytes
+
+
+def attention_notes(cfg: ModelConfig, kv_dtype_bytes: int) -> list[str]:
+    """Where the KV formula is only an upper bound, say why."""
+    notes: list[str] = []
+    if cfg.is_mla:
+        mla = cfg.num_hidden_layers * ((cfg.kv_lora_rank or 0) + (cfg.qk_rope_head_dim or 0)) * kv_dtype_bytes
+        notes.append(
+            f"MLA attention (kv_lora_rank {cfg.kv_lora_rank}): the KV formula is an upper bound; "
+            f"vLLM's MLA cache needs about {mla} bytes/token"
+        )
+    if cfg.sliding_window:
+        notes.append(
+            f"sliding-window attention (window {cfg.sliding_window}): the KV formula is an upper bound "
+            "for contexts longer than the window"
+        )
+    layer_types = cfg.raw.get("layer_types")
+    if isinstance(layer_types, list) and any("linear" in str(t) or "mamba" in str(t) for t in layer_types):
+        notes.append("hybrid attention/state-space layers: the KV formula is an upper bound")
+    if (cfg.model_type or "") in ("jamba", "zamba", "falcon_h1", "nemotron_h", "qwen3_next", "granitemoehybrid"):
+        notes.append(f"hybrid model ({cfg.model_type}): the KV formula is an upper bound")
+    return notes
+
+
+# ------------------------------------------------------------------ safetensors
+
+
+@dataclass(frozen=True)
+class SafetensorsSummary:
+    parameters_by_dtype: dict[str, int]  # safetensors dtype code (BF16, F32, ...) -> element count
+    bytes_by_dtype: dict[str, int]
+    tensors: int
+
+    @property
+    def parameters(self) -> int:
+        return sum(self.parameters_by_dtype.values())
+
+    @property
+    def nbytes(self) -> int:
+        return sum(self.bytes_by_dtype.values())
+
+
+MAX_HEADER = 100 * 1024 * 1024
+
+
+def read_safetensors_header(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON header of a ``.safetensors`` file (8-byte little-endian length, JSON)."""
+    with open(path, "rb") as fh:
+        raw = fh.read(8)
+        if len(raw) != 8:
+            raise UsageError(f"{path}: not a safetensors file (too short)")
+        (n,) = struct.unpack("<Q", raw)
+        if n <= 0 or n > MAX_HEADER:
+            raise UsageError(f"{path}: not a safetensors file (header length {n})")
+        data = fh.read(n)
+    try:
+        header = json.loads(data)
+    except ValueError as exc:
+        raise UsageError(f"{path}: corrupt safetensors header ({exc})") from None
+    if not isinstance(header, dict):
+        raise UsageError(f"{path}: corrupt safetensors header")
+    return header
+
+
+def summarize_safetensors(paths: list[str | os.PathLike[str]]) -> SafetensorsSummary:
+    params: dict[str, int] = {}
+    nbytes: dict[str, int] = {}
+    count = 0
+    for path in paths:
+        for name, info in read_safetensors_header(path).items():
+            if name == "__metadata__" or not isinstance(info, dict):
+                continue
+            dt = str(info.get("dtype"))
+            n = 1
+            for d in info.get("shape") or []:
+                n *= int(d)
+            off = info.get("data_offsets") or [0, 0]
+            params[dt] = params.get(dt, 0) + n
+            nbytes[dt] = nbytes.get(dt, 0) + int(off[1]) - int(off[0])
+            count += 1
+    return SafetensorsSummary(params, nbytes, count)
+
+
+def bytes_at_dtype(parameters_by_dtype: dict[str, int], dtype: str | None) -> int:
+    """Weight bytes once floating tensors are cast to ``dtype`` (None: keep stored dtypes).
+    Quantized / integer tensors keep their stored size."""
+    total = 0.0
+    target = DTYPE_BYTES.get(dtype or "", None)
+    for code, n in parameters_by_dtype.items():
+        code_u = code.upper()
+        if target is not None and code_u in CASTABLE:
+            total += n * target
+        else:
+            total += n * SAFETENSORS_DTYPES.get(code_u, ("", 2))[1]
+    return int(total)
+
+
+def inventory(folder: str | os.PathLike[str]) -> list[WeightFile]:
+    """The weight files under a model folder, sorted by path (hidden folders skipped)."""
+    root = Path(folder)
+    out: list[WeightFile] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            fmt = weight_format(name)
+            if fmt is None:
+                continue
+            full = Path(dirpath) / name
+            try:
+                size = full.stat().st_size
+            except OSError:
+                size = None
+            out.append(WeightFile(str(full.relative_to(root)), size, fmt))
+    return out
+
+
+def primary_format(files: list[WeightFile]) -> str | None:
+    """The format a loader would use: safetensors first, then pytorch, then gguf."""
+    formats = {f.format for f in files}
+    for fmt in ("safetensors", "pytorch", "gguf"):
+        if fmt in formats:
+            return fmt
+    return None
+
+
+def loadable_weights(files: list[WeightFile]) -> list[WeightFile]:
+    """Only the files of the primary format (what pack would ship and load)."""
+    fmt = primary_format(files)
+    return [f for f in files if f.format == fmt]
