@@ -580,7 +580,7 @@ def resolve_model(model: str, revision: str | None, *, token: str | None, check:
         yield (p.resolve(), p.resolve().name, None)
         return
     if p.exists() or model.startswith((".", "/", "~")):
-        raise UsageError(f"model folder not found: {model}")
+        raise UsageError(f"model folder not found: {model!r}")
     validate_repo_id(model)
     validate_revision(revision)
     from ezrunner.core.pack_download import download_model
@@ -711,7 +711,14 @@ def iter_pack(
     if not target.parent.is_dir():
         raise UsageError(f"-o: folder {target.parent} does not exist")
 
-    # ---- model
+    # ---- model (validated before anything is reported or written)
+    if not Path(model).expanduser().is_dir():
+        if Path(model).expanduser().exists() or model.startswith((".", "/", "~")):
+            raise UsageError(f"model folder not found: {model!r}")
+        validate_repo_id(model)
+        validate_revision(revision)
+    if client is None:  # fail fast, before a long download
+        client = docker_client()
     yield ev.PhaseStarted("download", label=f"model {model}")
     folder = model_id = resolved_rev = None
     for item in resolve_model(model, revision, token=token, check=check):
@@ -742,8 +749,6 @@ def iter_pack(
 
     # ---- engine image
     tb = time.monotonic()
-    if client is None:
-        client = docker_client()
     yield ev.PhaseStarted("build", label=f"engine image: {engine} on {device}, base {base_image}")
     tag = image_id = None
     reused = False

@@ -20,7 +20,7 @@ BASE_IMAGE_TAG = os.environ.get("EZ_TEST_BASE_IMAGE", "ezrunner-test/debian-pyth
 EZRUNNER = str(Path(sys.executable).parent / "ezrunner")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-pytest_plugins = ["support_tui", "support_server", "support_run"]
+pytest_plugins = ["support_tui", "support_server", "support_run", "support_pack"]
 
 
 @pytest.fixture(autouse=True)

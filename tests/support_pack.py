@@ -1,0 +1,55 @@
+"""Shared pack fixtures (registered in conftest.py ``pytest_plugins``).
+
+``packed_bundle`` (session): the tiny demo model packed ONCE per session with
+``ezrunner.core.pack`` onto the locally built test base image (Transformers on
+CPU). The engine image (wheelhouse with torch CPU, transformers, fastapi, ...) is
+the expensive part of the whole suite; it is cached in the Docker engine under a
+tag derived from the hash of its Dockerfile, base image and wheelhouse, so later
+sessions reuse it too. Run-side and TUI tests reuse this bundle; do not modify it
+(copy it if a test must damage it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@dataclass(frozen=True)
+class PackedBundle:
+    path: Path  # BUNDLE.tar
+    sidecar: Path  # BUNDLE.tar.sha256
+    manifest: dict[str, Any]  # the ezrunner-bundle.json content
+    image_tag: str  # ezrunner/<name>:<tag> (what `docker load` creates)
+    image_id: str  # sha256:<hex of the config blob>
+    engine_image: str  # the cached engine image tag
+    sha256: str
+    result: dict[str, Any]  # PackResult.to_dict()
+
+
+def pack_home(tmp_path_factory) -> Path:
+    """The same isolated ezrunner home as conftest's autouse fixture."""
+    return tmp_path_factory.getbasetemp() / "ezrunner-home"
+
+
+@pytest.fixture(scope="session")
+def packed_bundle(tmp_path_factory, base_image, tiny_model_dir) -> PackedBundle:
+    from ezrunner.core.pack import pack
+
+    out = tmp_path_factory.mktemp("packed") / "tiny-llama.tar"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EZRUNNER_HOME", str(pack_home(tmp_path_factory)))
+        result = pack(str(tiny_model_dir), out, base_image=base_image, engine="transformers", device="cpu", plan=None)
+    return PackedBundle(
+        path=Path(result.bundle),
+        sidecar=Path(result.sidecar),
+        manifest=result.manifest,
+        image_tag=result.image_tag,
+        image_id=result.image_id,
+        engine_image=result.engine_image,
+        sha256=result.sha256,
+        result=result.to_dict(),
+    )
