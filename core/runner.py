@@ -528,6 +528,10 @@ def start(
             )
 
     device_requests = device_requests_for(gpus, labels)
+    if publish and host not in ("127.0.0.1", "::1", "localhost") and not api_key:
+        emit(Notice("start", level="warning",
+                    message=f"listening on {host}:{host_port} without an API key: anyone who reaches this "
+                    "address can use the model (add --api-key KEY)"))
     env = {"HF_HUB_OFFLINE": "1"}
     if api_key:
         env[labels.api_key_env] = api_key

@@ -225,3 +225,22 @@ def test_no_hub_or_registry_is_touched(docker_engine, mini_bundle, names, tmp_pa
 
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert "RCS [0, 0, 0, 0] IMPORTED []" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_timeout_shows_last_lines_and_leaves_it_running(docker_engine, mini_bundle, names):
+    name = "ez-test-run-timeout"
+    names.append(name)
+    source, info = runner.verify_bundle(mini_bundle, check_hash=False)
+    image = runner.load_bundle(docker_engine, source, info)
+    events = []
+    running = runner.start(docker_engine, image, name=name, port=_free_port(), host="0.0.0.0", on_event=events.append)
+    assert any(isinstance(e, Notice) and e.level == "warning" and "without an API key" in e.message for e in events)
+    with pytest.raises(runner.ReadyError, match=rf"{name} was not ready after 0s \(it is still running") as exc:
+        runner.wait_ready(docker_engine, running, timeout=0.2, poll=0.3, on_event=events.append)
+    assert exc.value.container_exit_code is None
+    assert any(isinstance(e, LogLines) and e.phase == "ready" for e in events)
+    running.container.reload()
+    assert running.container.status == "running"
+    # It does become ready later; wait_ready can be called again.
+    ready = runner.wait_ready(docker_engine, running, timeout=60, poll=0.3)
+    assert ready.base_url.startswith("http://127.0.0.1:")  # 0.0.0.0 is reached through loopback
