@@ -300,8 +300,8 @@ def search(
     if "local" in wanted:
         try:
             results.extend(search_local(query, limit))
-        except EzError as exc:
-            errors["local"] = exc.message
+        except Exception as exc:  # noqa: BLE001 - an unreadable cache is a reason, not a crash
+            errors["local"] = one_line_reason(exc)
     for t in threads:
         t.join(max(0.0, deadline - time.monotonic()))
     for name in remote:
@@ -385,7 +385,7 @@ def _search_ms(query: str, limit: int, endpoint: str, timeout: float) -> list[Se
         # Feature detection: modelscope >= 1.38 has list_repos(search=...);
         # older releases list by owner only.
         if hasattr(api, "list_repos"):
-            page = api.list_repos("model", search=query or None, sort="downloads", page_number=1, page_size=min(limit, 50))
+            page = api.list_repos("model", search=query or None, page_number=1, page_size=min(limit, 50))
             items = list(getattr(page, "items", None) or [])
             out = []
             for r in items[:limit]:
@@ -763,14 +763,17 @@ def _ms_details_remote(model_id: str, revision: str | None, endpoint: str, timeo
         if fmt:
             files.append(WeightFile(path, f.get("Size"), fmt))
     files.sort(key=lambda f: f.path)
+    sha = meta.get("Revision") or meta.get("revision") or meta.get("sha")
     d = ModelDetails(
         model=model_id,
         source="modelscope",
-        revision=meta.get("Revision") or meta.get("revision") or meta.get("sha") or rev,
+        revision=sha or rev,
         files=files,
         gated=bool(meta.get("gated") or meta.get("Gated")),
         downloads=meta.get("downloads") or meta.get("Downloads"),
     )
+    if not sha:
+        d.notes.append(f"ModelScope reports no commit sha; the {rev!r} branch is what would be packed")
     try:
         from modelscope.hub.file_download import get_file_download_url
 

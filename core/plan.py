@@ -158,12 +158,8 @@ def reserve_bytes(cfg: modelinfo.ModelConfig, dtype: str) -> int:
 
 
 def _gpu_dtype(requested: str, model_dtype: str | None, cc: float) -> tuple[str, PlanWarning | None]:
-    if requested == "auto":
-        want = model_dtype if model_dtype in ("bfloat16", "float16") else "bfloat16"
-        if model_dtype not in ("bfloat16", "float16", "float32", None):
-            want = "bfloat16"
-    else:
-        want = requested
+    # auto: keep a bf16/fp16 model's dtype; serve fp32 (or unknown) models in bf16
+    want = requested if requested != "auto" else (model_dtype if model_dtype in ("bfloat16", "float16") else "bfloat16")
     if want == "bfloat16" and cc < BF16_MIN_CC:
         return "float16", PlanWarning(
             BF16_UNSUPPORTED,
@@ -432,7 +428,10 @@ def make_plan(
             ))
 
     # --------------------------------------------------------------- no fit
-    dt = "float16" if dtype == "auto" and details.dtype == "float16" else (dtype if dtype != "auto" else (details.dtype if details.dtype in ("bfloat16", "float16", "float32") else "bfloat16"))
+    if dtype != "auto":
+        dt = dtype
+    else:
+        dt = details.dtype if details.dtype in ("bfloat16", "float16") else "bfloat16"
     wb = weights_bytes(details, dt)
     kvpt = modelinfo.kv_bytes_per_token(cfg, _dtype_bytes(dt))
     warnings = list(common)

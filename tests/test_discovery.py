@@ -376,3 +376,14 @@ def test_details_fall_back_to_hf_cache_when_hub_unreachable(monkeypatch, tmp_pat
     with pytest.raises(UsageError) as e:
         discovery.model_details("acme/other")
     assert "acme/other" in e.value.message
+
+
+def test_modelscope_unknown_model_is_usage_error(hub_env):
+    with pytest.raises(UsageError) as e:
+        discovery.model_details("nobody/no-such-model", source="modelscope")
+    assert "nobody/no-such-model" in e.value.message and "ModelScope" in e.value.message
+
+
+def test_unknown_source_names_the_flag():
+    with pytest.raises(UsageError, match="--source"):
+        discovery.search("x", ["civitai"])

@@ -25,7 +25,8 @@ def cfg(name: str) -> modelinfo.ModelConfig:
 
 def details(name: str, fmt: str = "safetensors") -> ModelDetails:
     """A model known only by its config.json (weights counted from the config)."""
-    d = ModelDetails(model=name, source="local", config=cfg(name), files=[WeightFile(f"model.{fmt}", None, fmt)])
+    fname = {"safetensors": "model.safetensors", "pytorch": "pytorch_model.bin", "gguf": "model.gguf"}[fmt]
+    d = ModelDetails(model=name, source="local", config=cfg(name), files=[WeightFile(fname, None, fmt)])
     _fill_parameters_from_config(d)
     return d
 
@@ -202,8 +203,10 @@ def test_weights_exceeding_gpu_with_forced_vllm_does_not_fit():
 
 
 def test_not_safetensors_and_remote_code_warnings():
-    p = make_plan(details("qwen2.5-0.5b", fmt="bin"), A100)
+    p = make_plan(details("qwen2.5-0.5b", fmt="pytorch"), A100)
     assert "NOT_SAFETENSORS" in p.warning_codes
+    assert "pickled PyTorch" in next(w.message for w in p.warnings if w.code == "NOT_SAFETENSORS")
+    assert "NOT_SAFETENSORS" not in make_plan(details("qwen2.5-0.5b"), A100).warning_codes
     p = make_plan(details("deepseek-v2-lite"), A100x2)
     assert "REMOTE_CODE_REQUIRED" in p.warning_codes
     assert any("MLA" in n for n in p.notes)
