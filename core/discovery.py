@@ -623,7 +623,7 @@ def _hf_details(repo_id: str, revision: str | None, endpoint: str, token: str | 
     if cached is not None:
         cached.notes.append(f"Hugging Face not reachable ({reason}); details from the local cache")
         return cached
-    raise UsageError(
+    raise EzError(
         f"model {repo_id!r}: Hugging Face is not reachable ({reason}) and the model is not in the local cache ({hf_cache_dir()})",
         hint="check the network or HF_ENDPOINT (mirror), or give a local model folder",
     )
@@ -743,7 +743,7 @@ def _ms_details(model_id: str, revision: str | None, endpoint: str, timeout: flo
             d = local_details(r.path, model=model_id, source="modelscope-cache")
             d.notes.append(f"ModelScope not reachable ({reason}); details from the local cache")
             return d
-    raise UsageError(f"model {model_id!r}: ModelScope is not reachable ({reason}) and the model is not in the local cache",
+    raise EzError(f"model {model_id!r}: ModelScope is not reachable ({reason}) and the model is not in the local cache",
                      hint="check the network or MODELSCOPE_ENDPOINT, or give a local model folder")
 
 

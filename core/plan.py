@@ -270,20 +270,26 @@ def make_plan(
             res = reserve_bytes(cfg, dt)
             tps = [tp for tp in (1, 2, 4, 8, 16, 32, 64) if tp <= len(gpus) and cfg.num_attention_heads % tp == 0]
             chosen: tuple[int, int, int] | None = None  # tp, length, kv room
+            def per_token(tp: int) -> int:
+                # vLLM replicates KV heads when TP exceeds them: each GPU keeps at least one.
+                nkv = cfg.num_key_value_heads
+                return kvpt * -(-tp // nkv) if tp > nkv else kvpt
+
             for tp in tps:
                 room = int((mem * util - wb / tp - res) * tp)
-                if room > 0 and room // kvpt >= desired:
+                if room > 0 and room // per_token(tp) >= desired:
                     chosen = (tp, desired, room)
                     break
             capped = False
             if chosen is None and tps:
                 tp = tps[-1]
                 room = int((mem * util - wb / tp - res) * tp)
-                length = _round_len(room // kvpt) if room > 0 else 0
+                length = _round_len(room // per_token(tp)) if room > 0 else 0
                 if length >= min_len:
                     chosen, capped = (tp, min(length, desired), room), True
             if chosen is not None:
                 tp, length, room = chosen
+                k = per_token(tp)
                 warnings = list(common)
                 _add(warnings, dt_warn)
                 rs = [f"{profile.summary()}: compute capability {cc:.1f} ≥ {VLLM_MIN_CC} → vLLM"]
@@ -292,15 +298,18 @@ def make_plan(
                               f"{cfg.num_attention_heads} attention heads and fits)")
                 rs.append(f"weights {gib(wb)} in {dt}; per GPU {gib(mem)} × {util:g} − {gib(wb / tp)} weights − "
                           f"{gib(res)} reserve leaves {gib(room / tp)} for the KV cache")
-                rs.append(f"KV cache {kvpt} bytes/token → room for {room // kvpt} tokens")
+                rs.append(f"KV cache {kvpt} bytes/token" + (f" ({k} with KV heads replicated over TP {tp})" if k != kvpt else "") + f" → room for {room // k} tokens")
                 if capped:
                     _add(warnings, PlanWarning(
                         KV_CACHE_LIMITS_CONTEXT,
-                        f"the KV cache holds {room // kvpt} tokens, less than the context of {desired}: max_model_len "
+                        f"the KV cache holds {room // k} tokens, less than the context of {desired}: max_model_len "
                         f"set to {length}. For the full context use more GPUs, a shorter --max-model-len, or a "
                         "quantized variant.",
                     ))
-                conc = max(1, min(MAX_NUM_SEQS, room // (kvpt * length)))
+                conc = max(1, min(MAX_NUM_SEQS, room // (k * length)))
+                if cc < 7.5:
+                    notes.append("recent vLLM releases need compute capability ≥ 7.5: check that the vLLM in the "
+                                 f"engine image still supports this {cc:.1f} GPU")
                 return Plan(
                     engine="vllm", device="cuda", fits=True, dtype=dt, weights_bytes=wb, kv_bytes_per_token=kvpt,
                     max_model_len=length, max_concurrent_sequences=int(conc), tensor_parallel_size=tp,

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 import pytest
 from conftest import EZRUNNER
 from ezrunner.core import discovery
-from ezrunner.core.errors import UsageError
+from ezrunner.core.errors import EzError, UsageError
 
 HUB = Path(__file__).parent / "fixtures" / "hub"
 UNREACHABLE = "http://no-such-host.invalid"
@@ -372,10 +372,11 @@ def test_details_fall_back_to_hf_cache_when_hub_unreachable(monkeypatch, tmp_pat
     d = discovery.model_details("acme/tiny-llama")
     assert d.source == "hf-cache" and d.revision == "b" * 40
     assert any("not reachable" in n for n in d.notes)
-    # not cached and unreachable: a usage error naming the model
-    with pytest.raises(UsageError) as e:
+    # not cached and unreachable: an error (exit 1, not bad input) naming the model and the reason
+    with pytest.raises(EzError) as e:
         discovery.model_details("acme/other")
-    assert "acme/other" in e.value.message
+    assert not isinstance(e.value, UsageError) and e.value.exit_code == 1
+    assert "acme/other" in e.value.message and "not reachable" in e.value.message
 
 
 def test_modelscope_unknown_model_is_usage_error(hub_env):

@@ -283,3 +283,25 @@ def test_cli_plan_that_does_not_fit_exits_1(tmp_path):
     d = json.loads(p.stdout)
     assert d["fits"] is False and "DOES_NOT_FIT" in [w["code"] for w in d["warnings"]]
     assert d["weights_bytes"] == 2 * 46_702_792_704
+
+
+def test_kv_heads_are_replicated_when_tp_exceeds_them():
+    # Qwen2.5-7B has 4 KV heads and 28 attention heads; on 8 x T4 in fp16 it needs TP 2 (28 % 4 == 0, 28 % 8 != 0).
+    p = make_plan(details("qwen2.5-7b"), hardware.preset_profile("T4", 8, ram_gib=64))
+    assert (p.engine, p.tensor_parallel_size, p.dtype) == ("vllm", 2, "float16")
+    # A Mixtral with 2 KV heads needs TP 8 on T4s: each GPU keeps one KV head, so per token 8 heads are stored.
+    data = json.loads((CONFIGS / "mixtral-8x7b-v0.1.json").read_text())
+    data.update(num_key_value_heads=2)
+    d = ModelDetails(model="x", source="local", config=modelinfo.parse_config(data),
+                     files=[WeightFile("model.safetensors", None, "safetensors")])
+    _fill_parameters_from_config(d)
+    q = make_plan(d, hardware.preset_profile("T4", 8, ram_gib=64))
+    assert q.tensor_parallel_size == 8 and q.kv_bytes_per_token == 2 * 32 * 2 * 128 * 2
+    assert q.max_concurrent_sequences == q.kv_cache_bytes // (4 * q.kv_bytes_per_token * q.max_model_len)
+    assert any("replicated" in r for r in q.reasons)
+
+
+def test_v100_gets_vllm_with_a_version_note():
+    p = make_plan(details("qwen2.5-0.5b"), hardware.preset_profile("V100", 1, ram_gib=64))
+    assert (p.engine, p.dtype) == ("vllm", "float16") and "BF16_UNSUPPORTED" in p.warning_codes
+    assert any("7.5" in n for n in p.notes)
