@@ -273,10 +273,9 @@ class GenerationEngine:
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
         page = 256 if self.max_model_len >= 1024 else 64
-        blocks_per_seq = math.ceil(self.max_model_len / page)
         cb_config = ContinuousBatchingConfig(
             page_size=page,
-            num_blocks=blocks_per_seq * self.max_concurrency + 1,
+            num_blocks=self._num_blocks(page),
             max_batch_tokens=max(page, min(self.max_model_len, 512 if self.device == "cpu" else 4096)),
             max_requests_per_batch=self.max_concurrency,
             per_request_processors=True,  # temperature and top_p per request
@@ -302,6 +301,27 @@ class GenerationEngine:
             self.manager.warmup()
             self.manager.start()
         self._warm_up()
+
+    def _num_blocks(self, page: int) -> int | None:
+        """KV-cache blocks: room for ``max_concurrency`` full-length sequences, capped on CPU
+        at a quarter of the available RAM. On GPU ``None`` lets transformers size the cache
+        from the free device memory."""
+        wanted = math.ceil(self.max_model_len / page) * self.max_concurrency + 1
+        if self.device != "cpu":
+            return None
+        cfg = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
+        layers = int(getattr(cfg, "num_hidden_layers", 1) or 1)
+        heads = int(getattr(cfg, "num_attention_heads", 1) or 1)
+        kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
+        head_dim = int(getattr(cfg, "head_dim", None) or (int(getattr(cfg, "hidden_size", 64)) // heads))
+        itemsize = self.model.dtype.itemsize if hasattr(self.model.dtype, "itemsize") else 4
+        bytes_per_block = 2 * layers * kv_heads * head_dim * itemsize * page
+        budget = _available_ram() // 4
+        affordable = max(math.ceil(self.max_model_len / page) + 1, budget // max(bytes_per_block, 1))
+        if affordable < wanted:
+            log.warning("KV cache capped at %d blocks of %d tokens (RAM); fewer than %d full-length sequences fit",
+                        affordable, page, self.max_concurrency)
+        return int(min(wanted, affordable))
 
     def _warm_up(self) -> None:
         """Run two short generations so the first client request pays no lazy set-up."""
@@ -380,6 +400,17 @@ class GenerationEngine:
             m.cancel_request(request_id)
             with m.output_router._lock:
                 m.output_router.result_handlers.pop(request_id, None)
+
+
+def _available_ram() -> int:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 8 * 1024**3
 
 
 # --------------------------------------------------------------------------------------------- embeddings
