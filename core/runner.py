@@ -714,9 +714,14 @@ class _ExitWatcher:
             pass
 
 
+# The ready probe goes straight to the container: never through an HTTP(S)_PROXY
+# from the environment (an unreachable proxy would make every bundle "not ready").
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _probe(url: str, timeout: float = 3.0) -> int | None:
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="GET"), timeout=timeout) as resp:  # noqa: S310
+        with _DIRECT.open(urllib.request.Request(url, method="GET"), timeout=timeout) as resp:
             return resp.status
     except urllib.error.HTTPError as exc:
         return exc.code

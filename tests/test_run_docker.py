@@ -219,7 +219,7 @@ def test_no_hub_or_registry_is_touched(docker_engine, mini_bundle, names, tmp_pa
     )
     dead = "http://127.0.0.1:9"
     env = dict(os.environ, HF_ENDPOINT=dead, MODELSCOPE_DOMAIN="127.0.0.1:9", MODELSCOPE_ENDPOINT=dead,
-               HTTP_PROXY=dead, HTTPS_PROXY=dead, http_proxy=dead, https_proxy=dead, NO_PROXY="localhost,127.0.0.1",
+               HTTP_PROXY=dead, HTTPS_PROXY=dead, http_proxy=dead, https_proxy=dead, ALL_PROXY=dead, NO_PROXY="", no_proxy="",
                HF_HUB_OFFLINE="0")
     import sys
 

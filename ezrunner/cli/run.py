@@ -60,6 +60,7 @@ class EventRenderer:
         )
         self._tasks: dict[tuple[str, str], Any] = {}
         self._active = None
+        self.started: str | None = None  # the container name once started
 
     def _use(self, progress) -> None:
         if self._active is progress:
@@ -115,6 +116,8 @@ class EventRenderer:
             target = self._active.console if self._active is not None else c
             target.print(Text(event.message, style=style), soft_wrap=True)
         elif isinstance(event, ev.PhaseFinished):
+            if event.phase == "start" and event.ok:
+                self.started = str(event.data.get("name") or "") or None
             if event.phase in ("verify", "load", "ready"):
                 self.close()
             mark = "[green]ok[/]" if event.ok else "[red]failed[/]"
@@ -133,6 +136,13 @@ def _run(args: argparse.Namespace) -> int:
             gpus=gpus, api_key=args.api_key, network=args.network, ready_timeout_s=args.ready_timeout,
             on_event=render,
         )
+    except KeyboardInterrupt:
+        render.close()
+        if render.started:
+            print(f"ezrunner: interrupted while waiting; {render.started} keeps starting in the background "
+                  f"(`ezrunner logs -f {render.started}`, `ezrunner stop {render.started}`)", file=sys.stderr)
+            return 130
+        raise
     finally:
         render.close()
     out = sys.stdout
