@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import quote_plus, urlparse
 
 from ezrunner.core import modelinfo
 from ezrunner.core.errors import EzError, UsageError
@@ -178,7 +178,9 @@ def hf_cache_dir() -> Path:
 
 
 def ms_cache_dir() -> Path:
-    return Path(os.environ.get("MODELSCOPE_CACHE") or "~/.cache/modelscope/hub").expanduser()
+    """``$MODELSCOPE_CACHE``; by default ``~/.cache/modelscope`` (older releases keep
+    models under its ``hub/`` folder, newer ones under ``models/``; both are scanned)."""
+    return Path(os.environ.get("MODELSCOPE_CACHE") or "~/.cache/modelscope").expanduser()
 
 
 def _truthy(name: str) -> bool:
@@ -213,8 +215,20 @@ def check_reachable(url: str, timeout: float = CONNECT_TIMEOUT) -> None:
         raise SourceUnavailable(f"cannot connect to {host}:{port} ({exc.strerror or exc})") from None
 
 
+def _quiet_hub_loggers() -> None:
+    """The hub clients log retries to stderr ("Retrying in 8s"), which would tear
+    through the TUI; their failures reach the user as one-line reasons instead."""
+    import logging
+
+    for name in ("huggingface_hub", "modelscope", "modelscope_hub"):
+        logger = logging.getLogger(name)
+        if logger.level < logging.ERROR:
+            logger.setLevel(logging.ERROR)
+
+
 def _run_with_deadline(fn: Callable[[], Any], timeout: float, what: str) -> Any:
     """Run ``fn`` in a daemon thread; give up after ``timeout`` seconds."""
+    _quiet_hub_loggers()
     q: queue.Queue = queue.Queue(maxsize=1)
 
     def target() -> None:
@@ -369,12 +383,20 @@ def _search_hf(query: str, limit: int, endpoint: str, token: str | None, timeout
 
 
 def _modelscope_api(endpoint: str, timeout: float):
-    from modelscope.hub.api import HubApi
-
+    """The ModelScope client. modelscope >= 1.38 ships ``modelscope_hub``, whose
+    ``LegacyHubApi`` is what ``modelscope.hub.api.HubApi`` wraps; importing it
+    directly keeps torch out (``modelscope.hub.api`` pulls torch in via its logger).
+    Older releases only have ``modelscope.hub.api.HubApi``."""
     try:
-        return HubApi(endpoint=endpoint, timeout=int(max(1, timeout)), max_retries=1)
-    except TypeError:  # older signatures
-        return HubApi(endpoint=endpoint)
+        from modelscope_hub.compat import LegacyHubApi
+    except ImportError:
+        from modelscope.hub.api import HubApi
+
+        try:
+            return HubApi(endpoint=endpoint, timeout=int(max(1, timeout)), max_retries=1)
+        except TypeError:  # older signatures
+            return HubApi(endpoint=endpoint)
+    return LegacyHubApi(endpoint=endpoint)
 
 
 def _search_ms(query: str, limit: int, endpoint: str, timeout: float) -> list[SearchResult]:
@@ -493,10 +515,16 @@ def _ms_cache_results() -> list[SearchResult]:
         return []
     out = []
     seen: set[str] = set()
-    for cfg in sorted(root.glob("**/config.json")):
+    folders: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        depth = len(Path(dirpath).relative_to(root).parts)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if depth < 4 else []
+        if "config.json" in filenames:
+            folders.append(Path(dirpath))
+            dirnames[:] = []  # a model folder: do not look inside
+    for folder in sorted(folders):
+        cfg = folder / "config.json"
         rel = cfg.parent.relative_to(root).parts
-        if len(rel) > 4 or any(part.startswith(".") for part in rel):
-            continue
         parts = [x for x in rel if x not in ("models", "hub")]
         if len(parts) == 1 and "--" in parts[0]:
             parts = parts[0].split("--", 1)
@@ -774,12 +802,8 @@ def _ms_details_remote(model_id: str, revision: str | None, endpoint: str, timeo
     )
     if not sha:
         d.notes.append(f"ModelScope reports no commit sha; the {rev!r} branch is what would be packed")
-    try:
-        from modelscope.hub.file_download import get_file_download_url
-
-        url = get_file_download_url(model_id, "config.json", rev, endpoint=endpoint)
-    except Exception:  # noqa: BLE001
-        url = f"{endpoint}/api/v1/models/{model_id}/repo?Revision={rev}&FilePath=config.json"
+    # The file URL of modelscope.hub.file_download.get_file_download_url (not imported: it pulls torch).
+    url = f"{endpoint}/api/v1/models/{model_id}/repo?Revision={quote_plus(rev)}&FilePath=config.json"
     resp = requests.get(url, timeout=timeout)
     if resp.status_code == 200:
         try:

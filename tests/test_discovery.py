@@ -388,3 +388,29 @@ def test_modelscope_unknown_model_is_usage_error(hub_env):
 def test_unknown_source_names_the_flag():
     with pytest.raises(UsageError, match="--source"):
         discovery.search("x", ["civitai"])
+
+
+def test_modelscope_search_keeps_torch_out(hub_server, tmp_path):
+    # modelscope.hub.api imports torch through its logger; the TUI process must not pay for that.
+    code = (
+        "import sys\n"
+        "from ezrunner.core import discovery\n"
+        "out = discovery.search('qwen2.5-0.5b', ['modelscope'], 5)\n"
+        "d = discovery.model_details('ms:Qwen/Qwen2.5-0.5B-Instruct')\n"
+        "print(len(out.results), sorted(out.errors), d.parameters, 'torch' in sys.modules, 'transformers' in sys.modules)\n"
+    )
+    env = dict(os.environ, MODELSCOPE_ENDPOINT=hub_server, MODELSCOPE_CACHE=str(tmp_path), EZRUNNER_HOME=str(tmp_path))
+    import sys
+
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["2", "[]", "494032768", "False", "False"]
+
+
+@pytest.mark.parametrize("layout", ["hub/acme/tiny___llama", "models/acme--tiny___llama", "acme/tiny___llama"])
+def test_modelscope_cache_layouts(monkeypatch, tmp_path, tiny_model_dir, layout):
+    shutil.copytree(tiny_model_dir, tmp_path / "ms" / layout)
+    monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "ms"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "none"))
+    out = discovery.search("tiny.llama", ["local"])
+    assert [(r.source, r.id) for r in out.results] == [("modelscope-cache", "acme/tiny.llama")]
