@@ -775,10 +775,59 @@ def iter_pack(
     )
 
 
-def _write_bundle(*, target: Path, part_size: int | None, folder: Path, model_id: str, revision: str | None,
+def _write_bundle(**kwargs: Any) -> Iterator[ev.Event]:
+    """Run the export on a worker thread and yield its events live. Closing the
+    generator, Ctrl-C or a cancel stops the worker, which removes its temporaries,
+    before the exception goes on."""
+    import threading
+    from queue import Empty, Queue
+
+    outer_check: Callable[[], None] = kwargs.pop("check")
+    stop = threading.Event()
+    q: Queue = Queue()
+    box: dict[str, Any] = {}
+
+    def wcheck() -> None:
+        if stop.is_set():
+            raise PackCancelled()
+
+    def run() -> None:
+        try:
+            box["result"] = _write_bundle_work(q.put, check=wcheck, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            box["error"] = exc
+        finally:
+            q.put(None)
+
+    worker = threading.Thread(target=run, name="ezrunner-export", daemon=True)
+    worker.start()
+    try:
+        while True:
+            try:
+                item = q.get(timeout=0.2)
+            except Empty:
+                outer_check()
+                continue
+            if item is None:
+                break
+            yield item
+            outer_check()
+    except BaseException:
+        stop.set()
+        worker.join()
+        raise
+    worker.join()
+    if "error" in box:
+        raise box["error"]
+    result: PackResult = box["result"]
+    yield ev.PhaseFinished("export", detail=f"{Path(result.bundle).name}: {_human(result.size)} in {result.seconds.get('total', 0):.1f} s",
+                           data=result.to_dict())
+
+
+def _write_bundle_work(emit: ev.EventCallback, *, target: Path, part_size: int | None, folder: Path, model_id: str, revision: str | None,
                   served: str, engine: str, device: str, plan_dict: dict, max_model_len: int | None,
                   export: EngineExport, engine_tag: str, engine_reused: bool, check: Callable[[], None],
-                  seconds: dict[str, float], t0: float) -> Iterator[ev.Event]:
+                  seconds: dict[str, float], t0: float) -> PackResult:
     from ezrunner.core.dockerarchive import ArchiveWriter, DiskFull, SplitWriter, image_config_bytes, plan_model_layer
 
     te = time.monotonic()
@@ -799,19 +848,16 @@ def _write_bundle(*, target: Path, part_size: int | None, folder: Path, model_id
         )
 
     # pass 1: per-file sha256 + the model layer's diff id (one read of the model)
-    yield ev.PhaseStarted("export", label="hashing the model", total=model_est)
+    emit(ev.PhaseStarted("export", label="hashing the model", total=model_est))
     last = [0.0]
 
     def hashed(done: int, total: int) -> None:
         now = time.monotonic()
         if now - last[0] > 0.1 or done == total:
             last[0] = now
-            events.append(ev.BytesProgress("export", item="hashing model", done=done, total=total))
+            emit(ev.BytesProgress("export", item="hashing model", done=done, total=total))
 
-    events: list[ev.Event] = []
     layer = plan_model_layer(folder, model_dir, on_bytes=hashed, check=check)
-    yield from events
-    events.clear()
 
     # the image config, from the engine's
     created = B.now_iso()
@@ -878,9 +924,9 @@ def _write_bundle(*, target: Path, part_size: int | None, folder: Path, model_id
         now = time.monotonic()
         if now - prog_last[0] > 0.1:
             prog_last[0] = now
-            events.append(ev.BytesProgress("export", item="bundle", done=done, total=total))
+            emit(ev.BytesProgress("export", item="bundle", done=done, total=total))
 
-    yield ev.PhaseStarted("export", label=f"writing {target.name}", total=total)
+    emit(ev.PhaseStarted("export", label=f"writing {target.name}", total=total))
     ok = False
     try:
         aw = ArchiveWriter(out, on_bytes=on_bytes, check=check)
@@ -893,12 +939,8 @@ def _write_bundle(*, target: Path, part_size: int | None, folder: Path, model_id
             written.add(name)
             aw.add_dir(name.split("/")[0], mtime=mtime)
             aw.add_file(name, path, mtime=mtime)
-            yield from events
-            events.clear()
         aw.add_dir(model_layer_name.split("/")[0], mtime=mtime)
         aw.add_model_layer(model_layer_name, layer, mtime=mtime)
-        yield from events
-        events.clear()
         aw.add_bytes(docker_manifest[0]["Config"], cfg_raw, mtime=mtime)
         aw.add_bytes("manifest.json", json.dumps(docker_manifest).encode(), mtime=mtime)
         aw.add_bytes("repositories", json.dumps({f"ezrunner/{served}": {image_tag.split(":", 1)[1]: config_digest.split(":")[1]}}).encode(), mtime=mtime)
@@ -937,7 +979,7 @@ def _write_bundle(*, target: Path, part_size: int | None, folder: Path, model_id
         size=size, image_tag=image_tag, image_id=config_digest, engine_image=engine_tag, engine_reused=engine_reused,
         manifest=manifest.to_dict(), seconds={k: round(v, 3) for k, v in seconds.items()},
     )
-    yield ev.PhaseFinished("export", detail=f"{target.name}: {_human(size)} in {seconds['total']:.1f} s", data=result.to_dict())
+    return result
 
 
 def _fsync_dir(folder: Path) -> None:
