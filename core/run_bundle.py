@@ -45,6 +45,12 @@ class BundleError(EzError):
     exit_code = 2
 
 
+class RunCancelled(EzError):
+    """The caller's ``cancelled()`` said stop (the TUI's cancel button)."""
+
+    exit_code = 130
+
+
 def part_name(base: str, index: int) -> str:
     """``BUNDLE.tar`` + 1 -> ``BUNDLE.tar.part-001`` (contract C)."""
     return _fmt.part_path(base, index).name
@@ -429,8 +435,10 @@ def sha256_of(
     *,
     phase: str = "verify",
     chunk_size: int = READ_CHUNK,
+    cancelled: Callable[[], bool] | None = None,
 ) -> str:
-    """sha256 of the joined bundle, streamed, emitting BytesProgress."""
+    """sha256 of the joined bundle, streamed, emitting BytesProgress. ``cancelled``
+    is polled with each progress event; when it returns True, raises RunCancelled."""
     emit = on_event or (lambda _e: None)
     total = source.size
     h = hashlib.sha256()
@@ -442,6 +450,8 @@ def sha256_of(
         now = time.monotonic()
         if now - last >= PROGRESS_INTERVAL:
             last = now
+            if cancelled is not None and cancelled():
+                raise RunCancelled(f"cancelled while verifying {source.describe()}")
             emit(BytesProgress(phase, item=source.path.name, done=done, total=total))
     emit(BytesProgress(phase, item=source.path.name, done=done, total=total))
     return h.hexdigest()
@@ -452,6 +462,7 @@ def verify_bundle(
     on_event: Callable[[Event], None] | None = None,
     *,
     check_hash: bool = True,
+    cancelled: Callable[[], bool] | None = None,
 ) -> tuple[BundleSource, BundleInfo]:
     """Find the parts, check the structure (quick), then (unless ``check_hash`` is
     False) hash the whole joined bundle and compare it with the sidecar.
@@ -475,7 +486,7 @@ def verify_bundle(
     if sidecar.name.lstrip("./") != source.path.name:
         emit(Notice("verify", level="warning",
                     message=f"{source.sidecar.name} names {sidecar.name!r}, not {source.path.name!r}; checking anyway"))
-    digest = sha256_of(source, emit)
+    digest = sha256_of(source, emit, cancelled=cancelled)
     if digest != sidecar.sha256:
         raise BundleError(
             f"checksum mismatch: {source.describe()} has sha256 {digest[:16]}…, {source.sidecar.name} says {sidecar.sha256[:16]}…",

@@ -50,6 +50,7 @@ from ezrunner.core.events import (
 )
 from ezrunner.core.run_bundle import (
     BundleError,
+    RunCancelled,
     BundleInfo,
     BundleSource,
     find_bundle,
@@ -70,6 +71,7 @@ __all__ = [
     "PsRow",
     "Ready",
     "ReadyError",
+    "RunCancelled",
     "Running",
     "connect",
     "find_bundle",
@@ -269,7 +271,8 @@ def find_image(client: docker.DockerClient, image_id: str):
         return None
 
 
-def load_bundle(client: docker.DockerClient, source: BundleSource, info: BundleInfo, on_event: Emit | None = None):
+def load_bundle(client: docker.DockerClient, source: BundleSource, info: BundleInfo, on_event: Emit | None = None,
+                *, cancelled: Callable[[], bool] | None = None):
     """``docker load`` the bundle with progress (bytes fed to the engine, then the
     engine's own per-layer "Loading layer" progress), unless an image with the same
     id is present already: then the load is skipped and said so."""
@@ -293,6 +296,8 @@ def load_bundle(client: docker.DockerClient, source: BundleSource, info: BundleI
             now = time.monotonic()
             if now - last[0] >= 0.2:
                 last[0] = now
+                if cancelled is not None and cancelled():
+                    raise RunCancelled("cancelled while loading; Docker discards the partial upload")
                 emit(BytesProgress("load", item=source.path.name, done=sent[0], total=total))
             yield bytes(chunk)
         emit(BytesProgress("load", item=source.path.name, done=sent[0], total=total))
@@ -314,7 +319,7 @@ def load_bundle(client: docker.DockerClient, source: BundleSource, info: BundleI
                 pd = msg["progressDetail"] or {}
                 if "current" in pd:
                     emit(BytesProgress("load", item=f"layer {msg.get('id', '')}", done=int(pd["current"]), total=pd.get("total")))
-    except BundleError:
+    except (BundleError, RunCancelled):
         raise
     except APIError as exc:
         raise EzError(f"docker load failed: {_api_message(exc)}") from None
@@ -747,6 +752,7 @@ def wait_ready(
     on_event: Emit | None = None,
     poll: float = 1.0,
     stop_on_failure: bool = True,
+    cancelled: Callable[[], bool] | None = None,
 ) -> Ready:
     """Poll the ready path until it answers 200. Emits StepProgress("ready",
     index=elapsed seconds, count=timeout seconds, name=the latest log line) on every
@@ -804,6 +810,11 @@ def wait_ready(
                     f"`ezrunner stop {running.name} --remove` removes it",
                     container_exit_code=code, log_tail=tuple(lines), cause=cause,
                 )
+            if cancelled is not None and cancelled():
+                raise RunCancelled(
+                    f"stopped waiting; {running.name} keeps starting in the background",
+                    hint=f"`ezrunner logs -f {running.name}` follows it, `ezrunner stop {running.name}` stops it",
+                )
             if elapsed > limit:
                 lines = _log_tail(container, LOG_TAIL_ON_FAILURE)
                 cause = likely_cause(lines)
@@ -838,20 +849,16 @@ def run_bundle(
     ready_timeout_s: float | None = None,
     client: docker.DockerClient | None = None,
     on_event: Emit | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> Ready:
     """Verify (or with ``verify=False`` only check the structure), load, start
     and wait until ready. Raises EzError subclasses; emits events throughout."""
-    source, info = verify_bundle(path, on_event, check_hash=verify)
-    own = client is None
+    source, info = verify_bundle(path, on_event, check_hash=verify, cancelled=cancelled)
     client = client or connect()
-    try:
-        image = load_bundle(client, source, info, on_event)
-        running = start(client, image, name=name, host=host, port=port, gpus=gpus, api_key=api_key,
-                        network=network, publish=publish, bundle_name=source.path.name, on_event=on_event)
-        return wait_ready(client, running, timeout=ready_timeout_s, on_event=on_event)
-    finally:
-        if own:
-            pass  # the caller may still use the container object; docker clients close on exit
+    image = load_bundle(client, source, info, on_event, cancelled=cancelled)
+    running = start(client, image, name=name, host=host, port=port, gpus=gpus, api_key=api_key,
+                    network=network, publish=publish, bundle_name=source.path.name, on_event=on_event)
+    return wait_ready(client, running, timeout=ready_timeout_s, on_event=on_event, cancelled=cancelled)
 
 
 # --------------------------------------------------------------------------- logs

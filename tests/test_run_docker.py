@@ -241,6 +241,8 @@ def test_timeout_shows_last_lines_and_leaves_it_running(docker_engine, mini_bund
     assert any(isinstance(e, LogLines) and e.phase == "ready" for e in events)
     running.container.reload()
     assert running.container.status == "running"
+    with pytest.raises(runner.RunCancelled, match="keeps starting in the background"):
+        runner.wait_ready(docker_engine, running, timeout=60, poll=0.3, cancelled=lambda: True)
     # It does become ready later; wait_ready can be called again.
     ready = runner.wait_ready(docker_engine, running, timeout=60, poll=0.3)
     assert ready.base_url.startswith("http://127.0.0.1:")  # 0.0.0.0 is reached through loopback

@@ -184,3 +184,19 @@ def test_manifest_json_survives_in_the_info(synthetic_bundle):
     _, info = verify_bundle(synthetic_bundle, check_hash=False)
     assert info.docker_manifest["RepoTags"] == ["ezrunner/tiny:test"]
     assert json.loads(json.dumps(info.manifest))["engine"] == "transformers"
+
+
+def test_cancel_stops_the_hash(tmp_path, monkeypatch):
+    from ezrunner.core import run_bundle
+    from ezrunner.core.run_bundle import RunCancelled
+
+    monkeypatch.setattr(run_bundle, "PROGRESS_INTERVAL", 0.0)
+    bundle = make_synthetic_bundle(tmp_path / "c.tar", layer_bytes=12_000_000)  # 3 reads of 4 MiB
+    calls = []
+
+    def cancelled():
+        calls.append(1)
+        return len(calls) > 1
+
+    with pytest.raises(RunCancelled):
+        verify_bundle(bundle, cancelled=cancelled)
