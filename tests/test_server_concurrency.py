@@ -129,3 +129,20 @@ def test_full_queue_answers_429_with_retry_after(queue_server):
     assert waiting_result.get("status") == 200  # the waiting request was served once the slot freed
     _wait_for(lambda: (m := queue_server.metrics())["ezrunner_requests_running"] == 0
               and m["ezrunner_requests_waiting"] == 0)
+
+
+def test_non_streaming_client_that_gives_up_is_cancelled_too(gen_server):
+    before = gen_server.metrics()
+    body = {"model": "tiny-chat", "messages": MSG, "max_tokens": 2000, "ignore_eos": True}
+    _wait_for(lambda: gen_server.metrics()["ezrunner_requests_running"] == 0)
+    try:
+        httpx.post(f"{gen_server.base_url}/v1/chat/completions", json=body, headers=gen_server.headers,
+                   timeout=httpx.Timeout(30, read=0.3))
+        raise AssertionError("expected the client to time out")
+    except httpx.ReadTimeout:
+        pass
+    after = _wait_for(lambda: (m := gen_server.metrics())["ezrunner_requests_cancelled_total"]
+                      > before["ezrunner_requests_cancelled_total"] and m["ezrunner_requests_running"] == 0 and m)
+    assert after.get('ezrunner_requests_total{endpoint="/v1/chat/completions",status="499"}', 0) >= 1
+    generated = after["ezrunner_completion_tokens_total"] - before["ezrunner_completion_tokens_total"]
+    assert generated < 2000

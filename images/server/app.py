@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import struct
@@ -123,6 +124,14 @@ class ServerState:
     def shutdown(self) -> None:
         if self.engine is not None:
             self.engine.stop()
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns when the client disconnects (the body has been read already)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 def _new_id(prefix: str) -> str:
@@ -326,7 +335,7 @@ def create_app(config: ServerConfig, *, load: bool = True) -> FastAPI:
                 admission.release()
 
         try:
-            gen = engine.submit(rid, prompt_ids, params, prompt_text=prompt_text)
+            gen = engine.submit(rid, prompt_ids, params, prompt_text=prompt_text, stream=sp.stream)
         except EngineFailure as exc:
             release()
             log.error("request %s failed in the engine: %s", rid, exc)
@@ -356,21 +365,30 @@ def create_app(config: ServerConfig, *, load: bool = True) -> FastAPI:
                 raise APIError(500, f"The engine failed on this request (request id {rid}).",
                                code="engine_error", headers={"X-Request-Id": rid}) from None
 
-        try:
-            first = await next_delta()
-        except BaseException:
-            release()
-            await deltas.aclose()
-            raise
-
         if not sp.stream:
-            try:
-                parts = [first.text]
-                last = first
-                while not last.finished:
+            parts: list[str] = []
+
+            async def collect():
+                last = None
+                while last is None or not last.finished:
                     last = await next_delta()
                     parts.append(last.text)
+                return last
+
+            collector = asyncio.ensure_future(collect())
+            watcher = asyncio.ensure_future(_client_gone(request))
+            try:
+                await asyncio.wait({collector, watcher}, return_when=asyncio.FIRST_COMPLETED)
+                if not collector.done():  # the client went away: stop generating for it
+                    collector.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await collector
+                    log.info("request %s: client disconnected before the answer", rid)
+                    return _json(499, error_body("Client closed the request.", "invalid_request_error", None,
+                                                 "client_closed_request"))
+                last = collector.result()
             finally:
+                watcher.cancel()
                 release()
                 await deltas.aclose()
             text = "".join(parts)
@@ -385,6 +403,13 @@ def create_app(config: ServerConfig, *, load: bool = True) -> FastAPI:
             return _json(200, {"id": rid, "object": obj, "created": created, "model": name,
                                "choices": [choice], "usage": usage(last.completion_tokens),
                                "system_fingerprint": None}, {"X-Request-Id": rid})
+
+        try:  # wait for the first token, so that an engine failure is still a plain 500
+            first = await next_delta()
+        except BaseException:
+            release()
+            await deltas.aclose()
+            raise
 
         obj = "chat.completion.chunk" if chat else "text_completion"
 

@@ -201,7 +201,8 @@ class GenerationRequest:
                 self._seen = len(tokens)
                 first = False
                 if new and self.first_token_at is None:
-                    self.first_token_at = time.perf_counter()
+                    stamps = getattr(output, "timestamps", None)
+                    self.first_token_at = stamps[0] if stamps else time.perf_counter()
                     first = True
                 for tid in new:
                     self._text += self._decoder.step(int(tid))
@@ -366,7 +367,10 @@ class GenerationEngine:
 
     # -- requests
     def submit(self, request_id: str, prompt_ids: list[int], params: GenerationParams,
-               prompt_text: str | None = None) -> GenerationRequest:
+               prompt_text: str | None = None, stream: bool = True) -> GenerationRequest:
+        """Hand one request to the manager. Streams (and stop strings, which must be
+        watched token by token) get every token; otherwise the manager delivers once, at
+        the end, with per-token timestamps for the TTFT metric."""
         m = self.manager
         if m is None or not self.is_alive():
             raise EngineFailure("the generation loop is not running")
@@ -384,7 +388,8 @@ class GenerationEngine:
             list(prompt_ids),
             request_id=request_id,
             max_new_tokens=params.max_new_tokens,
-            streaming=True,
+            streaming=stream or bool(params.stop),
+            record_timestamps=not (stream or params.stop),
             eos_token_id=-1 if params.ignore_eos else (self.eos_ids or -1),
             **kwargs,
         )
