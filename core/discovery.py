@@ -228,7 +228,6 @@ def _quiet_hub_loggers() -> None:
 
 def _run_with_deadline(fn: Callable[[], Any], timeout: float, what: str) -> Any:
     """Run ``fn`` in a daemon thread; give up after ``timeout`` seconds."""
-    _quiet_hub_loggers()
     q: queue.Queue = queue.Queue(maxsize=1)
 
     def target() -> None:
@@ -360,6 +359,7 @@ def _search_hf(query: str, limit: int, endpoint: str, token: str | None, timeout
     def call() -> list[SearchResult]:
         from huggingface_hub import HfApi
 
+        _quiet_hub_loggers()  # after the import: importing huggingface_hub resets its level
         api = HfApi(endpoint=endpoint, token=token)
         out = []
         for m in api.list_models(search=query or None, sort="downloads", limit=limit, expand=_HF_EXPAND):
@@ -392,10 +392,12 @@ def _modelscope_api(endpoint: str, timeout: float):
     except ImportError:
         from modelscope.hub.api import HubApi
 
+        _quiet_hub_loggers()
         try:
             return HubApi(endpoint=endpoint, timeout=int(max(1, timeout)), max_retries=1)
         except TypeError:  # older signatures
             return HubApi(endpoint=endpoint)
+    _quiet_hub_loggers()
     return LegacyHubApi(endpoint=endpoint)
 
 
@@ -665,6 +667,7 @@ def _hf_details_remote(repo_id: str, revision: str | None, endpoint: str, token:
         RevisionNotFoundError,
     )
 
+    _quiet_hub_loggers()
     api = HfApi(endpoint=endpoint, token=token)
     try:
         info = api.model_info(repo_id, revision=revision, files_metadata=True, timeout=timeout)

@@ -56,6 +56,8 @@ class _Replay(BaseHTTPRequestHandler):
         parts = [unquote(p) for p in u.path.strip("/").split("/")]
         type(self).log.append({"path": u.path, "query": q, "headers": {k.lower(): v for k, v in self.headers.items()}})
         # ---- Hugging Face
+        if parts[:2] == ["api", "models"] and len(parts) == 2 and q.get("search") == ["server-error"]:
+            return self._json(503, data={"error": "Service Unavailable"})
         if parts[:2] == ["api", "models"] and len(parts) == 2:
             f = HUB / "hf" / "search" / f"{q.get('search', [''])[0].lower()}.json"
             data = json.loads(f.read_text()) if f.is_file() else []
@@ -414,3 +416,15 @@ def test_modelscope_cache_layouts(monkeypatch, tmp_path, tiny_model_dir, layout)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "none"))
     out = discovery.search("tiny.llama", ["local"])
     assert [(r.source, r.id) for r in out.results] == [("modelscope-cache", "acme/tiny.llama")]
+
+
+def test_hub_that_keeps_failing_hits_the_deadline_quietly(hub_env, capfd):
+    # 503s make the hub client retry with back-off (about 23 s); the deadline cuts it,
+    # and its "Retrying in ..." log lines stay off stderr (they would tear through the TUI).
+    t0 = time.monotonic()
+    out = discovery.search("server-error", ["hf"], timeout=2)
+    assert time.monotonic() - t0 < 6
+    assert "within 2s" in out.errors["hf"]
+    time.sleep(1.2)  # let the abandoned worker log its next retry, if it would
+    err = capfd.readouterr().err
+    assert "Retrying" not in err and "thrown while requesting" not in err
