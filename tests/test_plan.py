@@ -305,3 +305,21 @@ def test_v100_gets_vllm_with_a_version_note():
     p = make_plan(details("qwen2.5-0.5b"), hardware.preset_profile("V100", 1, ram_gib=64))
     assert (p.engine, p.dtype) == ("vllm", "float16") and "BF16_UNSUPPORTED" in p.warning_codes
     assert any("7.5" in n for n in p.notes)
+
+
+def test_rich_renderable_and_text_show_the_same_content():
+    import io
+
+    from ezrunner.core.plan import format_plan_text, plan_rows
+    from rich.console import Console
+
+    from ezrunner.cli.plan import plan_renderable
+
+    p = make_plan(details("llama-3.1-8b"), A10)
+    buf = io.StringIO()
+    Console(file=buf, width=100, color_system=None).print(plan_renderable(p))
+    rich_text, plain = buf.getvalue(), format_plan_text(p)
+    for label, value in plan_rows(p):
+        assert label in rich_text and value in rich_text and value in plain
+    for text in (rich_text, plain):
+        assert "KV_CACHE_LIMITS_CONTEXT" in text and "why:" in text
