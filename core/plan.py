@@ -256,6 +256,12 @@ def make_plan(
     reasons: list[str] = []
     failures: list[PlanWarning] = []
     gpus = profile.gpus
+    for g in gpus:
+        if g.memory_free is not None and g.memory_free < g.memory_total * util:
+            notes.append(
+                f"GPU {g.index} had only {human_bytes(g.memory_free)} free when probed; vLLM needs "
+                f"{human_bytes(g.memory_total * util)} ({util:g} of it) free when it starts"
+            )
 
     # ---------------------------------------------------------------- vLLM
     if gpus and engine in ("auto", "vllm"):

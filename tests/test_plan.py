@@ -323,3 +323,12 @@ def test_rich_renderable_and_text_show_the_same_content():
         assert label in rich_text and value in rich_text and value in plain
     for text in (rich_text, plain):
         assert "KV_CACHE_LIMITS_CONTEXT" in text and "why:" in text
+
+
+def test_busy_gpu_in_a_probed_profile_gets_a_note():
+    from ezrunner.core.hardware import GpuInfo, HardwareProfile
+
+    busy = HardwareProfile(gpus=[GpuInfo(0, "NVIDIA A10", 24 * 2**30, "8.6", "GPU-x", 3 * 2**30)], ram_total=64 * 2**30)
+    p = make_plan(details("qwen2.5-0.5b"), busy)
+    assert any("GPU 0 had only 3.0 GiB free" in n for n in p.notes)
+    assert not any("free when probed" in n for n in make_plan(details("qwen2.5-0.5b"), A10).notes)
