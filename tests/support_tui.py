@@ -59,3 +59,99 @@ def broken_stream_server():
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ---------------------------------------------------------------------------- NVML
+class _Mem:
+    def __init__(self, total: int, used: int) -> None:
+        self.total = total
+        self.used = used
+        self.free = total - used
+
+
+class _Util:
+    def __init__(self, gpu: int, memory: int) -> None:
+        self.gpu = gpu
+        self.memory = memory
+
+
+class FakeNvmlError(Exception):
+    pass
+
+
+class FakeNvml:
+    """The few pynvml calls ezrunner makes, for a machine with ``gpus`` =
+    [(name, total_bytes, (major, minor))]; ``missing=True`` behaves like a host
+    without the NVIDIA driver (nvmlInit fails). Injected at EzRunnerApp(nvml=...)."""
+
+    def __init__(self, gpus=(), *, missing: bool = False, utilization: int = 37) -> None:
+        self.gpus = list(gpus)
+        self.missing = missing
+        self.utilization = utilization
+        self.inits = 0
+
+    def nvmlInit(self) -> None:  # noqa: N802 - pynvml's names
+        if self.missing:
+            raise FakeNvmlError("NVML Shared Library Not Found")
+        self.inits += 1
+
+    def nvmlShutdown(self) -> None:  # noqa: N802
+        pass
+
+    def nvmlSystemGetDriverVersion(self) -> str:  # noqa: N802
+        return "550.54.15"
+
+    def nvmlSystemGetCudaDriverVersion(self) -> int:  # noqa: N802
+        return 12040
+
+    def nvmlDeviceGetCount(self) -> int:  # noqa: N802
+        return len(self.gpus)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:  # noqa: N802
+        return index
+
+    def nvmlDeviceGetName(self, handle: int) -> str:  # noqa: N802
+        return self.gpus[handle][0]
+
+    def nvmlDeviceGetUUID(self, handle: int) -> str:  # noqa: N802
+        return f"GPU-0000000{handle}-aaaa-bbbb-cccc-000000000000"
+
+    def nvmlDeviceGetMemoryInfo(self, handle: int) -> _Mem:  # noqa: N802
+        return _Mem(self.gpus[handle][1], 2 * 1024**3)
+
+    def nvmlDeviceGetCudaComputeCapability(self, handle: int) -> tuple[int, int]:  # noqa: N802
+        return self.gpus[handle][2]
+
+    def nvmlDeviceGetUtilizationRates(self, handle: int) -> _Util:  # noqa: N802
+        return _Util(self.utilization, 10)
+
+
+A100_80G = ("NVIDIA A100-SXM4-80GB", 81920 * 1024**2, (8, 0))
+
+
+# -------------------------------------------------------------------------- pilots
+NO_HUB = {"hf": "http://127.0.0.1:9", "modelscope": "http://127.0.0.1:9", "timeout": 3}
+
+
+async def until(pilot, condition, timeout: float = 20.0, what: str = "condition"):
+    """Let the app run until ``condition()`` holds (workers post their results
+    asynchronously); fails with ``what`` after ``timeout`` seconds."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        await pilot.pause()
+        try:
+            if condition():
+                return
+        except Exception:  # noqa: BLE001 - the screen may not be there yet
+            pass
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; screen={pilot.app.screen!r}")
+        await pilot.pause(0.05)
+
+
+def screen_text(app) -> str:
+    """The visible screen as plain text."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())  # noqa: SLF001

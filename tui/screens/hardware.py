@@ -136,10 +136,11 @@ class HardwareScreen(Screen[None]):
         gpus = pick(probe, "gpus", default=[]) or []
         for gpu in gpus:
             index = pick(gpu, "index", default="?")
+            table.add_row(f"GPU {index}", str(pick(gpu, "name", default="?")))
             table.add_row(
-                f"GPU {index}",
-                f"{pick(gpu, 'name', default='?')} · {human_bytes(pick(gpu, 'memory_total', 'memory_total_bytes'))} "
-                f"({human_bytes(pick(gpu, 'memory_free', 'memory_free_bytes'))} free) · cc {pick(gpu, 'compute_capability', default='?')}",
+                "",
+                f"{human_bytes(pick(gpu, 'memory_total'))} ({human_bytes(pick(gpu, 'memory_free'))} free)"
+                f" · cc {pick(gpu, 'compute_capability', default='?')}",
             )
         if gpus:
             table.add_row("driver", f"{pick(probe, 'driver_version', default='-')} · CUDA {pick(probe, 'cuda_driver_version', 'cuda_version', default='-')}")

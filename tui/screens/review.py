@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ezrunner.tui.format import human_bytes, pick
+from ezrunner.tui.format import pick
 from ezrunner.tui.widgets.steps import StepIndicator
 from rich.table import Table
 from rich.text import Text
@@ -107,7 +107,9 @@ class ReviewScreen(Screen[None]):
     def _target_line(self) -> str:
         s = self.app.wizard
         where = "THIS machine" if s.for_this_machine else "ANOTHER machine"
-        return f"Model {s.model} · target: {where}"
+        summary = s.profile.summary() if hasattr(s.profile, "summary") else ""
+        name = (s.model or "").rstrip("/").split("/")[-1]
+        return f"For {where}: {summary} · model {name}"
 
     def _default_output(self) -> str:
         from pathlib import Path

@@ -20,7 +20,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 SOURCE_LABELS = {"hf": "HF", "modelscope": "ModelScope", "local": "Local"}
 NO_HUB = (
     "No model hub is reachable: showing local sources only. "
-    "Type a model folder path, or press d for the built-in demo model."
+    "Type a model folder path, or press Ctrl+D for the built-in demo model."
 )
 
 
@@ -32,7 +32,7 @@ class SearchScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "back", "Back", id="search.back"),
         Binding("slash", "focus_query", "Search", id="search.focus"),
-        Binding("d", "demo", "Demo model", id="search.demo"),
+        Binding("ctrl+d", "demo", "Demo model", id="search.demo", priority=True),
         Binding("ctrl+n", "next", "Next", id="search.next"),
     ]
 
