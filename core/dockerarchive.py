@@ -129,24 +129,28 @@ def plan_model_layer(
     layer_h = hashlib.sha256()
     sums: dict[str, str] = {}
     done = 0
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    views = (memoryview(bytearray(CHUNK)), memoryview(bytearray(CHUNK)))
+    # two hashers on two threads; the next chunk is read while they hash this one
+    with ThreadPoolExecutor(max_workers=2) as pool:
         for e in entries:
             layer_h.update(e.header)
             if e.source is None:
                 continue
             file_h = hashlib.sha256()
             got = 0
+            pending: list = []
+            k = 0
             with open(e.source, "rb", buffering=0) as fh:
                 while True:
-                    n = fh.readinto(buf)
+                    view = views[k]
+                    k ^= 1
+                    n = fh.readinto(view)
+                    for f in pending:
+                        f.result()
                     if not n:
                         break
                     chunk = view[:n]
-                    fut = pool.submit(layer_h.update, chunk)
-                    file_h.update(chunk)
-                    fut.result()
+                    pending = [pool.submit(layer_h.update, chunk), pool.submit(file_h.update, chunk)]
                     got += n
                     done += n
                     if on_bytes is not None:
@@ -183,6 +187,7 @@ class SplitWriter:
         self._fh: BinaryIO | None = None
         self._in_part = 0
         self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pending = None
 
     def _open_next(self) -> None:
         self._close_current()
@@ -222,21 +227,27 @@ class SplitWriter:
                 self._raise(exc)
             data = data[room:]
 
+    def _wait_pending(self) -> None:
+        fut, self._pending = self._pending, None
+        if fut is not None:
+            fut.result()
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Write ``data``; large pieces are hashed on the helper thread while they are
+        written, and that hash may still run when this returns: a caller that reuses
+        a mutable buffer must alternate two of them (see ArchiveWriter._copy_file)."""
         mv = memoryview(data).cast("B") if not isinstance(data, memoryview) else data
+        self._wait_pending()
         if len(mv) >= 1 << 16:
-            fut = self._pool.submit(self._h.update, mv)
-            try:
-                self._write_raw(mv)
-            finally:
-                fut.result()
+            self._pending = self._pool.submit(self._h.update, mv)
         else:
             self._h.update(mv)
-            self._write_raw(mv)
+        self._write_raw(mv)
         self.written += len(mv)
 
     def close(self) -> str:
         """fsync and close; returns the sha256 hex of everything written."""
+        self._wait_pending()
         if self._fh is None and not self.paths:
             self._open_next()
         self._close_current()
@@ -244,6 +255,10 @@ class SplitWriter:
         return self._h.hexdigest()
 
     def abort(self) -> None:
+        try:
+            self._wait_pending()
+        except Exception:  # noqa: BLE001 - removing the files matters more
+            pass
         if self._fh is not None:
             self._fh.close()
             self._fh = None
@@ -263,7 +278,7 @@ class ArchiveWriter:
         self.out = out
         self.on_bytes = on_bytes
         self.check = check
-        self._buf = bytearray(CHUNK)
+        self._bufs = (bytearray(CHUNK), bytearray(CHUNK))  # alternated: one is read while the other is hashed
 
     def _tick(self) -> None:
         if self.on_bytes is not None:
@@ -280,11 +295,14 @@ class ArchiveWriter:
         self.out.write(tar_header(name.rstrip("/") + "/", 0, mode=0o755, mtime=mtime, kind=tarfile.DIRTYPE))
 
     def _copy_file(self, path: Path, size: int) -> None:
-        view = memoryview(self._buf)
+        views = (memoryview(self._bufs[0]), memoryview(self._bufs[1]))
         got = 0
+        k = 0
         with open(path, "rb", buffering=0) as fh:
             while got < size:
-                n = fh.readinto(self._buf)
+                view = views[k]
+                k ^= 1
+                n = fh.readinto(view)
                 if not n:
                     break
                 n = min(n, size - got)
