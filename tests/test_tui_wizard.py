@@ -197,7 +197,7 @@ async def test_demo_model_offline(tmp_path):
 async def test_bad_path_is_reported_in_the_details_pane(tmp_path):
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        search = await open_search(pilot, app)
+        await open_search(pilot, app)
         await type_into(pilot, app, "#search-query", str(tmp_path / "missing-model"))
         await pilot.press("enter")
         await until(pilot, lambda: "no such model folder" in static_text(app, "#search-details"), what="error")

@@ -173,11 +173,11 @@ class Services:
         return runner.load_bundle(self.docker_client(), source, info, on_event)
 
     def start(self, image: Any, on_event: Callable[[Any], None], *, port: int | None, host: str,
-              gpus: str | None, api_key: str | None, bundle_name: str = "") -> Any:
+              gpus: str | None, api_key: str | None, name: str | None = None, bundle_name: str = "") -> Any:
         from ezrunner.core import runner
 
         return runner.start(
-            self.docker_client(), image, host=host, port=port, gpus=runner.parse_gpus(gpus),
+            self.docker_client(), image, name=name, host=host, port=port, gpus=runner.parse_gpus(gpus),
             api_key=api_key, bundle_name=bundle_name, on_event=on_event,
         )
 

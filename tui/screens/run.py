@@ -94,6 +94,7 @@ class RunScreen(Screen[None]):
         self.ready: Any = None  # core.runner.Ready
         self.started_at: float | None = None
         self.gpu_text = ""
+        self.docker_problem: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -107,9 +108,12 @@ class RunScreen(Screen[None]):
                     yield Input("127.0.0.1", id="run-host", compact=True)
                 with Horizontal(classes="opt-row"):
                     yield Label("GPUs ", classes="opt-label")
-                    yield Input("all", id="run-gpus", compact=True)
+                    yield Input("auto", placeholder="auto", id="run-gpus", compact=True)
                     yield Label(" key  ", classes="opt-label")
                     yield Input("", placeholder="none", password=True, id="run-key", compact=True)
+                with Horizontal(classes="opt-row"):
+                    yield Label("name ", classes="opt-label")
+                    yield Input("", placeholder="from the model", id="run-name", restrict=r"[a-zA-Z0-9_.-]*", compact=True)
                 yield ProgressBar(total=None, id="run-bar", show_eta=True, **self._clock())
                 yield Static("", id="run-status", markup=False)
         yield DataTable(id="run-ps", cursor_type="row", zebra_stripes=True)
@@ -151,6 +155,8 @@ class RunScreen(Screen[None]):
             lines.append(f"URL     {self._url()}")
         if self.gpu_text:
             lines.append(self.gpu_text)
+        if self.docker_problem:
+            lines.append(f"docker  {self.docker_problem}")
         self.query_one("#run-status", Static).update("\n".join(lines))
 
     def _set_state(self, state: str) -> None:
@@ -205,8 +211,10 @@ class RunScreen(Screen[None]):
     def on_run_screen_ps_listed(self, message: PsListed) -> None:
         table = self.query_one("#run-ps", DataTable)
         table.clear()
+        self.docker_problem = message.error
+        self._render_status()
         if message.error:
-            table.add_row("(docker)", message.error[:60], "", "", "unavailable", "")
+            table.add_row("(docker)", "unavailable", "", "", "", "")
             return
         for row in message.rows or []:
             table.add_row(
@@ -298,15 +306,18 @@ class RunScreen(Screen[None]):
 
     def start_options(self) -> dict[str, Any]:
         port_text = self.query_one("#run-port", Input).value.strip() or "8000"
-        port = int(port_text)
+        port = int(port_text) if port_text.isdigit() else -1
         if not 1 <= port <= 65535:
             raise ValueError("port: must be 1-65535")
-        gpus = self.query_one("#run-gpus", Input).value.strip() or "all"
+        gpus = self.query_one("#run-gpus", Input).value.strip()
+        if gpus.lower() in ("", "auto"):
+            gpus = None  # follow the bundle: all GPUs when it needs one, none otherwise
         return {
             "port": port,
             "host": self.query_one("#run-host", Input).value.strip() or "127.0.0.1",
             "gpus": gpus,
             "api_key": self.query_one("#run-key", Input).value.strip() or None,
+            "name": self.query_one("#run-name", Input).value.strip() or None,
         }
 
     @work(thread=True, exclusive=True, group="run-step", exit_on_error=False, description="run step")
