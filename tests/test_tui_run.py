@@ -9,15 +9,14 @@ import socket
 import tarfile
 
 import pytest
-from support_tui import FakeNvml, screen_text, until
-from textual.widgets import DataTable, Input
-
 from ezrunner.tui.app import EzRunnerApp
 from ezrunner.tui.dialogs.confirm import ConfirmDialog
 from ezrunner.tui.dialogs.path import PathDialog
 from ezrunner.tui.screens.chat import ChatScreen
 from ezrunner.tui.screens.run import RunScreen
 from ezrunner.tui.widgets.log_tail import LogTail
+from support_tui import FakeNvml, screen_text, until
+from textual.widgets import DataTable, Input
 
 
 def free_port() -> int:

@@ -5,9 +5,8 @@ no version in the header). Update with ``pytest tests/test_tui_snapshots.py
 from __future__ import annotations
 
 import pytest
-from textual.widgets import Input
-
 from ezrunner.tui.app import EzRunnerApp
+from textual.widgets import Input
 
 
 @pytest.fixture(autouse=True)
