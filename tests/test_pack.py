@@ -264,3 +264,29 @@ def test_cli_bad_flags(tmp_path, tiny_model_dir):
     proc = subprocess.run([EZRUNNER, "pack", str(tmp_path / "missing"), "-o", str(tmp_path / "b.tar")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "not found" in proc.stderr
+
+
+def test_cli_socket_permission_denied_is_one_line(tmp_path):
+    """A real EACCES on connect: a socket with mode 000, and the CLI started without
+    the capability that lets root ignore file modes (non-root: mode 000 suffices)."""
+    import shutil
+    import socket
+
+    sock_path = tmp_path / "docker.sock"
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(sock_path))
+    srv.listen(1)
+    os.chmod(sock_path, 0)
+    cmd = [EZRUNNER, "pack", "ezr/tiny", "-o", str(tmp_path / "b.tar"), "--cpu-only"]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root without setpriv cannot be denied a socket")
+        cmd = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *cmd]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                              env=dict(os.environ, DOCKER_HOST=f"unix://{sock_path}"))
+    finally:
+        srv.close()
+    assert proc.returncode == 1
+    assert error_line(proc.stderr).startswith("ezrunner: error: permission denied on the Docker socket")
+    assert "docker' group" in proc.stderr
