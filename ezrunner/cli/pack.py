@@ -111,24 +111,30 @@ def render(gen) -> dict[str, Any]:
     from ezrunner.core import events as ev
 
     console = Console(stderr=True)
+    # fits 80 columns: phase 8 + text 28 + bar 10 + bytes ~19 + speed ~10
     progress = Progress(
         TextColumn("[bold]{task.fields[phase]:<8}[/]"),
         TextColumn("{task.description}", justify="left"),
-        BarColumn(bar_width=24),
+        BarColumn(bar_width=10),
         DownloadColumn(),
         TransferSpeedColumn(),
-        TimeElapsedColumn(),
         console=console,
         transient=False,
         disable=not console.is_terminal,
     )
+    _ = TimeElapsedColumn
+
+    def short(text: str, n: int = 28) -> str:
+        text = " ".join(str(text).split())
+        return text if len(text) <= n else text[: n - 1] + "…"
+
     tasks: dict[str, int] = {}
     result: dict[str, Any] = {}
     plain = not console.is_terminal
 
     def task_for(phase: str, label: str = "", total: int | None = None) -> int:
         if phase not in tasks:
-            tasks[phase] = progress.add_task(label or phase, total=total, phase=phase)
+            tasks[phase] = progress.add_task(short(label or phase).ljust(28), total=total, phase=phase)
         return tasks[phase]
 
     try:
@@ -136,7 +142,7 @@ def render(gen) -> dict[str, Any]:
             for e in gen:
                 if isinstance(e, ev.PhaseStarted):
                     t = task_for(e.phase, e.label, e.total)
-                    progress.update(t, description=e.label[:60], total=e.total, completed=0)
+                    progress.update(t, description=short(e.label).ljust(28), total=e.total, completed=0)
                     if plain:
                         console.print(f"{e.phase}: {e.label}", highlight=False)
                 elif isinstance(e, ev.BytesProgress):
@@ -144,13 +150,13 @@ def render(gen) -> dict[str, Any]:
                     progress.update(t, completed=e.done, total=e.total)
                 elif isinstance(e, ev.StepProgress):
                     t = task_for(e.phase)
-                    progress.update(t, description=f"step {e.index}/{e.count or '?'}: {e.name[:40]}")
+                    progress.update(t, description=short(f"step {e.index}/{e.count or '?'}: {e.name}").ljust(28))
                     if plain:
                         console.print(f"build: step {e.index}/{e.count or '?'}: {e.name[:100]}", highlight=False)
                 elif isinstance(e, ev.LogLines):
                     if not plain:
                         for line in e.lines[-3:]:
-                            progress.console.print("  " + line[:160], style="dim", highlight=False, markup=False)
+                            progress.console.print("  " + line[:76], style="dim", highlight=False, markup=False)
                 elif isinstance(e, ev.Notice):
                     style = {"warning": "yellow", "error": "red"}.get(e.level, "cyan")
                     progress.console.print(f"[{style}]{e.level}:[/] {e.message}", highlight=False)
@@ -160,7 +166,7 @@ def render(gen) -> dict[str, Any]:
                         task = progress.tasks[t]
                         if task.total is not None:
                             progress.update(t, completed=task.total)
-                        progress.update(t, description=(e.detail or e.phase)[:60])
+                        progress.update(t, description=short(e.detail or e.phase).ljust(28))
                     if plain and e.detail:
                         console.print(f"{e.phase}: {e.detail}", highlight=False)
                     if e.phase == "export" and "bundle" in e.data:
