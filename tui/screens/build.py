@@ -22,7 +22,7 @@ def item_line(name: str, item: ItemProgress) -> str:
     total = f" / {human_bytes(item.total)}" if item.total is not None else ""
     rate = item.rate()
     eta = item.eta()
-    parts = [f"{name}: {human_bytes(item.done)}{total}"]
+    parts = [f"{name}: {human_bytes(item.done)}{total}" if name else f"{human_bytes(item.done)}{total}"]
     if rate:
         parts.append(f"{human_bytes(rate)}/s")
     if eta is not None:
@@ -50,7 +50,7 @@ class BuildScreen(Screen[None]):
             with Horizontal(classes="phase-row", id=f"row-{key}"):
                 yield Label(f"{title:<9}", classes="phase-title")
                 kwargs: dict[str, Any] = {"clock": clock} if clock is not None else {}
-                yield ProgressBar(total=None, show_eta=(key != "build"), id=f"bar-{key}", **kwargs)
+                yield ProgressBar(total=None, show_eta=False, id=f"bar-{key}", **kwargs)
                 yield Static("waiting", id=f"info-{key}", classes="phase-info", markup=False)
         yield Static("", id="build-detail", markup=False)
         yield Static("", id="build-status", markup=False)
@@ -101,20 +101,16 @@ class BuildScreen(Screen[None]):
                 continue
             if total.total:
                 bar.update(total=total.total, progress=total.done)
-            rate = total.rate()
-            text = f"{human_bytes(total.done)}"
-            if total.total:
-                text += f" / {human_bytes(total.total)}"
-            if rate:
-                text += f" · {human_bytes(rate)}/s"
             if p.finished.get(key):
-                text += " · done"
-            info.update(text)
+                info.update(f"{human_bytes(total.done)} · done")
+                continue
+            info.update(item_line("", total).removeprefix(": "))
         detail = ""
-        phase = p.phase
-        if phase in p.current_item and phase in p.items:
-            name = p.current_item[phase]
-            detail = item_line(name, p.items[phase][name])
+        for phase in (p.phase, "download"):
+            if phase in p.current_item and phase in p.items:
+                name = p.current_item[phase]
+                detail = f"{phase} file " + item_line(name, p.items[phase][name])
+                break
         self.query_one("#build-detail", Static).update(detail)
         status = self.query_one("#build-status", Static)
         status.set_class(p.state == "failed", "failed")

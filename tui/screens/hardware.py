@@ -28,7 +28,7 @@ from textual.widgets import (
 )
 
 MODES = (
-    ("probe", "This machine (probe)"),
+    ("probe", "This machine"),
     ("preset", "Preset GPU"),
     ("manual", "Manual entry"),
     ("file", "Profile file"),

@@ -156,7 +156,8 @@ class RunScreen(Screen[None]):
         if self.gpu_text:
             lines.append(self.gpu_text)
         if self.docker_problem:
-            lines.append(f"docker  {self.docker_problem}")
+            problem = self.docker_problem
+            lines.append(f"docker  {problem if len(problem) <= 72 else problem[:71] + '…'}")
         self.query_one("#run-status", Static).update("\n".join(lines))
 
     def _set_state(self, state: str) -> None:
