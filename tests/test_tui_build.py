@@ -28,7 +28,10 @@ async def set_input(pilot, app, selector: str, text: str) -> None:
     box = app.screen.query_one(selector, Input)
     box.focus()
     box.value = ""
-    if text:
+    if len(text) > 8:  # long paths: set at once (typing is one key event per character)
+        box.value = text
+        await pilot.pause()
+    elif text:
         await pilot.press(*text)
 
 

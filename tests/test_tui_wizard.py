@@ -28,7 +28,11 @@ async def type_into(pilot, app, selector: str, text: str) -> None:
     box = app.screen.query_one(selector, Input)
     box.focus()
     box.value = ""
-    await pilot.press(*text)
+    if len(text) > 8:  # long paths: set at once (typing is one key event per character)
+        box.value = text
+        await pilot.pause()
+    else:
+        await pilot.press(*text)
 
 
 async def pick_model_path(pilot, app, path) -> HardwareScreen:
