@@ -7,6 +7,7 @@ behind them, is imported when first needed (tests/test_import_hygiene.py).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ezrunner.tui.state import WizardState
@@ -53,7 +54,8 @@ class EzRunnerApp(App[None]):
 
     TITLE = "ezrunner"
     SUB_TITLE = "offline model bundles"
-    CSS_PATH = ["app.tcss"]
+    # absolute, so that subclasses defined elsewhere find it too
+    CSS_PATH = [Path(__file__).parent / "app.tcss"]
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
         Binding("f1", "open_pack", "Pack", id="app.pack", show=False),
