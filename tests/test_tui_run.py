@@ -152,6 +152,14 @@ async def test_load_start_logs_chat_and_stop_a_real_bundle(packed_bundle, docker
             await pilot.press("escape")
             await until(pilot, lambda: app.screen is screen, what="run screen again")
 
+            # restart: a new container from the same image, ready again
+            old_id = screen.running.container.id
+            log.focus()
+            await pilot.press("t")
+            await until(pilot, lambda: screen.ready is not None and screen.running.container.id != old_id
+                        or screen.state.startswith("FAILED"), timeout=300, what="ready after restart")
+            assert screen.state == "ready", screen.state
+
             # stop, after confirming
             log.focus()
             await pilot.press("x")

@@ -96,7 +96,10 @@ class SearchScreen(Screen[None]):
         if looks_like_path(text):
             self.choose(os.path.abspath(os.path.expanduser(text)))
             return
-        self.query_one("#search-notice", Static).update(f"Searching {', '.join(self._sources()) or 'nothing'} for {text!r}…")
+        if not self._sources():
+            self.query_one("#search-notice", Static).update("Tick at least one source (HF, ModelScope, Local).")
+            return
+        self.query_one("#search-notice", Static).update(f"Searching {', '.join(self._sources())} for {text!r}…")
         self.run_search(text, self._sources())
 
     @work(thread=True, exclusive=True, group="search", exit_on_error=False, description="model search")
