@@ -61,13 +61,14 @@ def test_max_completion_tokens_is_honoured(client):
 
 
 def test_greedy_chat_matches_transformers_generate(client, tiny_model_dir, tokenizer):
-    """The batched engine produces what plain model.generate() produces (greedy, float32)."""
+    """The batched engine produces what plain model.generate() produces (greedy, same dtype)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     r = client.chat.completions.create(model="tiny-chat", messages=MESSAGES, max_tokens=12,
                                        extra_body=NO_EOS, **GREEDY)
-    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32).eval()
+    dtype = client.models.retrieve("tiny-chat").model_extra["dtype"]  # the server's resolved dtype
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=getattr(torch, dtype)).eval()
     text = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
     enc = tokenizer(text, add_special_tokens=False, return_tensors="pt")
     with torch.inference_mode():

@@ -422,7 +422,7 @@ def create_app(config: ServerConfig, *, load: bool = True) -> FastAPI:
                                        "system_fingerprint": None, "choices": [choice]}
             if sp.include_usage:
                 payload["usage"] = None
-            return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+            return f"data: {json.dumps(payload)}\n\n"
 
         async def sse() -> AsyncIterator[str]:
             n_completion = first.completion_tokens
@@ -484,6 +484,8 @@ def create_app(config: ServerConfig, *, load: bool = True) -> FastAPI:
         if state.engine is not None:
             card["capability"] = state.engine.capability
             card["max_model_len"] = state.engine.max_model_len
+            card["device"] = state.engine.device
+            card["dtype"] = str(state.engine.model.dtype).removeprefix("torch.")
         return card
 
     @app.get("/v1/models")
