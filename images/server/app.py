@@ -11,6 +11,7 @@ import struct
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -424,6 +425,19 @@ def create_app(config: ServerConfig, *, load: bool = True) -> FastAPI:
                 payload["usage"] = None
             return f"data: {json.dumps(payload)}\n\n"
 
+        closed = False
+
+        def close_stream() -> None:
+            # Idempotent. Runs when the SSE generator ends, and again when the response object
+            # is released: a client gone before the first body chunk never starts the generator.
+            nonlocal closed
+            if closed:
+                return
+            closed = True
+            release()
+            gen.abandon()
+            finish_metrics(gen.completion_tokens)
+
         async def sse() -> AsyncIterator[str]:
             n_completion = first.completion_tokens
             try:
@@ -452,12 +466,13 @@ def create_app(config: ServerConfig, *, load: bool = True) -> FastAPI:
                     yield f"data: {json.dumps(payload)}\n\n"
                 yield "data: [DONE]\n\n"
             finally:
-                release()
                 await deltas.aclose()
-                finish_metrics(n_completion)
+                close_stream()
 
-        return StreamingResponse(sse(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Request-Id": rid})
+        response = StreamingResponse(sse(), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Request-Id": rid})
+        weakref.finalize(response, close_stream)
+        return response
 
     # ------------------------------------------------------------------ routes
     @app.get("/health")

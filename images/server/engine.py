@@ -247,11 +247,15 @@ class GenerationRequest:
                     self._emitted = max(safe, self._emitted)
                     yield Delta(piece, False, None, self.completion_tokens, first)
         finally:
-            if not self.finished:
-                # the consumer went away (client disconnect, task cancelled): stop generating
-                self.cancel()
-                self.engine.metrics.cancelled.inc()
-                log.info("request %s cancelled after %d tokens", self.request_id, self.completion_tokens)
+            self.abandon()
+
+    def abandon(self) -> None:
+        """The consumer went away (client disconnect, task cancelled): stop generating.
+        Idempotent; a finished request is left alone."""
+        if not self.finished:
+            self.cancel()
+            self.engine.metrics.cancelled.inc()
+            log.info("request %s cancelled after %d tokens", self.request_id, self.completion_tokens)
 
 
 class GenerationEngine:

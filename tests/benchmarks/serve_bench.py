@@ -75,15 +75,19 @@ async def one_stream(client: httpx.AsyncClient, url: str, model: str, prompt: st
     async with client.stream("POST", url, json=body) as r:
         if r.status_code != 200:
             raise RuntimeError(f"{url}: HTTP {r.status_code}: {(await r.aread())[:300]!r}")
-        async for line in r.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            ev = json.loads(line[6:])
-            for ch in ev.get("choices") or []:
-                if ttft is None and (ch.get("delta") or {}).get("content"):
-                    ttft = time.perf_counter() - t0
-            if ev.get("usage"):
-                tokens = ev["usage"]["completion_tokens"]
+        buf = ""
+        async for text in r.aiter_text():  # split on "\n" only: JSON may carry U+2028 and friends
+            buf += text
+            *lines, buf = buf.split("\n")
+            for line in lines:
+                if not line.startswith("data: ") or line.strip() == "data: [DONE]":
+                    continue
+                ev = json.loads(line[6:])
+                for ch in ev.get("choices") or []:
+                    if ttft is None and (ch.get("delta") or {}).get("content"):
+                        ttft = time.perf_counter() - t0
+                if ev.get("usage"):
+                    tokens = ev["usage"]["completion_tokens"]
     return ttft, tokens, time.perf_counter() - t0
 
 
