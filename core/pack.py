@@ -503,6 +503,7 @@ def export_engine(client, image_id: str, *, check: Callable[[], None]) -> Iterat
         if dest.exists():
             shutil.rmtree(dest, ignore_errors=True)
         os.replace(tmp, dest)
+        _drop_stale_exports(client, keep=hexid)
     except docker.errors.DockerException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise docker_error(exc) from None
@@ -513,6 +514,41 @@ def export_engine(client, image_id: str, *, check: Callable[[], None]) -> Iterat
     if result is None:
         raise EzError("the exported engine layers could not be read back")
     yield result
+
+
+ENGINE_KEEP_S = 3600
+
+
+def _prune_old_engines(client, repo: str, keep: str) -> None:
+    """Remove older engine images of the same engine/device (older than an hour, so
+    that a pack running beside this one keeps its image; images in use stay)."""
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc)
+    with contextlib.suppress(Exception):
+        for img in client.images.list(name=repo):
+            if img.id == keep:
+                continue
+            created = str(img.attrs.get("Created", ""))[:19]
+            try:
+                age = (now - datetime.strptime(created, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)).total_seconds()
+            except ValueError:
+                continue
+            if age > ENGINE_KEEP_S:
+                with contextlib.suppress(Exception):
+                    for t in img.tags:
+                        client.images.remove(t)
+
+
+def _drop_stale_exports(client, keep: str) -> None:
+    """Remove exported layers of engine images the Docker engine no longer has."""
+    root = engine_export_dir()
+    for child in root.iterdir():
+        if child.name == keep or child.name.startswith(".") or not re.fullmatch(r"[0-9a-f]{64}", child.name):
+            continue
+        with contextlib.suppress(Exception):
+            if _image_or_none(client, "sha256:" + child.name) is None:
+                shutil.rmtree(child, ignore_errors=True)
 
 
 def ensure_engine_image(
@@ -558,9 +594,11 @@ def ensure_engine_image(
     img = _image_or_none(client, tag)
     if img is None:
         raise EzError(f"the engine image build finished but {tag} is missing")
-    # the wheel-install stage stays behind as an untagged image; drop it (best effort)
-    with contextlib.suppress(Exception):
-        client.images.prune(filters={"dangling": True, "label": "ezrunner.stage=wheels"})
+    # The wheel-install stage stays behind as an untagged image labelled
+    # ezrunner.stage=wheels: it is the build cache that makes a rebuild (new server
+    # code) skip the pip install. `docker image prune --filter label=ezrunner.stage=wheels`
+    # removes it.
+    _prune_old_engines(client, f"{ENGINE_REPO}/{engine}-{device}", keep=img.id)
     yield ev.PhaseFinished("build", detail=f"built {tag}", data={"image": tag, "id": img.id})
     yield (tag, img.id or image_id or "", False)
 

@@ -257,3 +257,33 @@ def test_disk_full_while_writing_leaves_nothing(packed_bundle, small_tmpfs, tmp_
     with pytest.raises(EzError, match="disk is full"):
         pack_mod.pack(str(tiny_model_dir), small_tmpfs / "b.tar", base_image=base_image, engine="transformers", device="cpu", plan={})
     assert _leftovers(small_tmpfs) == []
+
+
+def test_vllm_bundle_labels_and_command(tmp_path, tiny_model_dir, base_image, docker_engine):
+    """The vLLM template built on the local test base (no vLLM image can be pulled
+    here): the labels and command the run side reads, checked by skopeo."""
+    from ezrunner.core.pack import pack
+
+    plan = {"engine": "vllm", "device": "cuda", "fits": True, "dtype": "bfloat16", "max_model_len": 2048,
+            "max_concurrent_sequences": 4, "tensor_parallel_size": 1, "gpu_memory_utilization": 0.9}
+    result = pack(str(tiny_model_dir), tmp_path / "v.tar", base_image=base_image, plan=plan)
+    try:
+        assert result.manifest["engine"] == "vllm" and result.manifest["device"] == "cuda"
+        if shutil.which("skopeo"):
+            proc = subprocess.run(["skopeo", "inspect", "--config", f"docker-archive:{tmp_path / 'v.tar'}"],
+                                  capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 0, proc.stderr
+            cfg = json.loads(proc.stdout)["config"]
+            labels = cfg["Labels"]
+            assert labels[B.LABEL_ENGINE] == "vllm"
+            assert labels[B.LABEL_NEEDS_GPU] == "true"
+            assert labels[B.LABEL_READY_PATH] == "/health"
+            assert labels[B.LABEL_API_KEY_ENV] == "VLLM_API_KEY"
+            assert json.loads(labels[B.LABEL_PLAN])["max_model_len"] == 2048
+            assert cfg["Cmd"][:3] == ["vllm", "serve", "/models/tiny-llama"]
+            assert json.loads(labels[B.LABEL_SERVE_ARGS]) == cfg["Cmd"]
+            assert "/health" in " ".join(cfg["Healthcheck"]["Test"])
+            assert not cfg.get("Entrypoint")
+            assert cfg["User"] == "10001:10001"
+    finally:
+        _rmi(docker_engine, result.engine_image)
