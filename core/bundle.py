@@ -18,7 +18,7 @@ import os
 import re
 import tarfile
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,7 @@ def model_dir_in_image(served_model_name: str) -> str:
 
 def now_iso() -> str:
     """The current time as ISO-8601 UTC with a ``Z`` suffix, seconds precision."""
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 # --------------------------------------------------------------------------- manifest
@@ -193,7 +193,7 @@ def find_parts(bundle: str | os.PathLike[str]) -> list[Path]:
     """The existing parts of ``bundle`` in order (empty when not split). Raises when
     the numbering has a gap (a part is missing)."""
     p = Path(bundle)
-    pat = re.compile(re.escape(p.name + PART_INFIX) + r"(\d{%d})$" % PART_DIGITS)
+    pat = re.compile(re.escape(p.name + PART_INFIX) + r"(\d{" + str(PART_DIGITS) + r"})$")
     found: dict[int, Path] = {}
     if p.parent.is_dir():
         for child in p.parent.iterdir():

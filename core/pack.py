@@ -37,14 +37,16 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-from ezrunner._version import __version__
 from ezrunner.core import bundle as B
 from ezrunner.core import events as ev
 from ezrunner.core import locations
 from ezrunner.core.errors import EzError, UsageError
+
+from ezrunner._version import __version__
 
 # --------------------------------------------------------------------------- defaults
 
@@ -465,7 +467,6 @@ def load_engine_export(image_id: str) -> EngineExport | None:
 def export_engine(client, image_id: str, *, check: Callable[[], None]) -> Iterator[ev.Event | EngineExport]:
     """``docker save`` the engine image once, keeping its layer tars in the cache."""
     import docker
-
     from ezrunner.core.dockerarchive import ChunkReader
 
     cached = load_engine_export(image_id)
@@ -522,16 +523,16 @@ ENGINE_KEEP_S = 3600
 def _prune_old_engines(client, repo: str, keep: str) -> None:
     """Remove older engine images of the same engine/device (older than an hour, so
     that a pack running beside this one keeps its image; images in use stay)."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with contextlib.suppress(Exception):
         for img in client.images.list(name=repo):
             if img.id == keep:
                 continue
             created = str(img.attrs.get("Created", ""))[:19]
             try:
-                age = (now - datetime.strptime(created, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)).total_seconds()
+                age = (now - datetime.strptime(created, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)).total_seconds()
             except ValueError:
                 continue
             if age > ENGINE_KEEP_S:
@@ -866,7 +867,13 @@ def _write_bundle_work(emit: ev.EventCallback, *, target: Path, part_size: int |
                   served: str, engine: str, device: str, plan_dict: dict, max_model_len: int | None,
                   export: EngineExport, engine_tag: str, engine_reused: bool, check: Callable[[], None],
                   seconds: dict[str, float], t0: float) -> PackResult:
-    from ezrunner.core.dockerarchive import ArchiveWriter, DiskFull, SplitWriter, image_config_bytes, plan_model_layer
+    from ezrunner.core.dockerarchive import (
+        ArchiveWriter,
+        DiskFull,
+        SplitWriter,
+        image_config_bytes,
+        plan_model_layer,
+    )
 
     te = time.monotonic()
     _clean_stale(target)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from conftest import EZRUNNER
-
 from ezrunner.core import bundle as B
 from ezrunner.core.dockerarchive import ArchiveWriter, SplitWriter, plan_model_layer
 from ezrunner.core.errors import EzError, UsageError

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 from conftest import EZRUNNER
-from support_pack import pack_home
-
 from ezrunner.core import bundle as B
+from support_pack import pack_home
 
 
 def _free_port() -> int:

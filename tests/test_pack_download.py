@@ -16,9 +16,8 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 from conftest import EZRUNNER
-from support_pack import pack_home
-
 from ezrunner.core import bundle as B
+from support_pack import pack_home
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 REPO = "ezr/tiny-llama"

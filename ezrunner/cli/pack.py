@@ -105,7 +105,11 @@ def render(gen) -> dict[str, Any]:
     """Drive the event generator with a rich display; returns the final result dict."""
     from rich.console import Console
     from rich.progress import (
-        BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn,
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TransferSpeedColumn,
     )
 
     from ezrunner.core import events as ev
@@ -122,7 +126,6 @@ def render(gen) -> dict[str, Any]:
         transient=False,
         disable=not console.is_terminal,
     )
-    _ = TimeElapsedColumn
 
     def short(text: str, n: int = 28) -> str:
         text = " ".join(str(text).split())

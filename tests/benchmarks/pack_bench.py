@@ -87,7 +87,7 @@ def main() -> int:
             shell=True, check=True))
         tar_size = (work / "yardstick.tar").stat().st_size
         (work / "yardstick.tar").unlink()
-        t_pack = timed(lambda: pack_mod.pack(str(model), out, base_image=args.base_image, engine="transformers", device="cpu", plan={}))
+        t_pack = timed(lambda out=out: pack_mod.pack(str(model), out, base_image=args.base_image, engine="transformers", device="cpu", plan={}))
         out.unlink()
         (work / "bench.tar.sha256").unlink()
         tar_times.append(t_tar)
