@@ -398,14 +398,37 @@ def inspect_bundle(source: BundleSource) -> BundleInfo:
         for layer in layers:
             if layer not in members:
                 raise _not_a_bundle(source, f"lacks layer {layer!r} named in manifest.json")
-        config_sha = "sha256:" + hashlib.sha256(read_member(config_name)).hexdigest()
+        config_bytes = read_member(config_name)
+        config_sha = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
         if config_sha != manifest["image_id"]:
             raise BundleError(
                 f"checksum mismatch: the image config in {source.describe()} has {config_sha[:19]}…, "
                 f"but {BUNDLE_MEMBER} says {str(manifest['image_id'])[:19]}…",
                 hint="the bundle is damaged or was edited; pack it again",
             )
+        _cross_check_labels(source, manifest, config_bytes)
     return BundleInfo(manifest=manifest, docker_manifest=docker_manifest, members=members, end_of_archive=end)
+
+
+def _cross_check_labels(source: BundleSource, manifest: dict[str, Any], config_bytes: bytes) -> None:
+    """The image's ezrunner.* labels (what `run` starts from) must agree with
+    ezrunner-bundle.json on the model, the served name and the engine."""
+    try:
+        labels = (json.loads(config_bytes).get("config") or {}).get("Labels") or {}
+    except (ValueError, AttributeError):
+        raise _not_a_bundle(source, "has an image config that is not JSON") from None
+    pairs = (
+        (_fmt.LABEL_SERVED_MODEL_NAME, "served_model_name"),
+        (_fmt.LABEL_ENGINE, "engine"),
+        (_fmt.LABEL_MODEL, "model"),
+    )
+    for label, key in pairs:
+        if label in labels and key in manifest and str(labels[label]) != str(manifest[key]):
+            raise BundleError(
+                f"inconsistent bundle: {BUNDLE_MEMBER} says {key}={manifest[key]!r}, "
+                f"the image label {label} says {labels[label]!r}",
+                hint="the bundle was assembled from mismatched pieces; pack it again",
+            )
 
 
 # --------------------------------------------------------------------------- hashing

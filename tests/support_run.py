@@ -33,14 +33,17 @@ def write_sidecar_for(bundle: Path, parts: list[Path] | None = None) -> str:
 
 
 def make_synthetic_bundle(dest: Path, *, layer_bytes: int = 300_000, manifest_overrides: dict | None = None,
-                          first_member: str = "ezrunner-bundle.json", seed: int = 1) -> Path:
+                          first_member: str = "ezrunner-bundle.json", seed: int = 1,
+                          labels: dict[str, str] | None = None) -> Path:
     """A tar that follows contract C (docker-archive layout, ezrunner-bundle.json
     first) with one random layer; plus its sidecar. Not loadable by Docker (the
     layer is not a tar), which the structure checks do not need."""
     rnd = hashlib.sha256(str(seed).encode()).digest()
     layer = (rnd * (layer_bytes // len(rnd) + 1))[:layer_bytes]
     layer = bytes(b ^ (i * 7 & 0xFF) for i, b in enumerate(layer[:4096])) + layer[4096:]
-    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": {}},
+    labels = {"ezrunner.served-model-name": "tiny", "ezrunner.engine": "transformers", "ezrunner.model": "demo/tiny"} \
+        if labels is None else labels
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": labels},
                          "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]}}).encode()
     config_hex = hashlib.sha256(config).hexdigest()
     manifest = {

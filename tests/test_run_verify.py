@@ -200,3 +200,10 @@ def test_cancel_stops_the_hash(tmp_path, monkeypatch):
 
     with pytest.raises(RunCancelled):
         verify_bundle(bundle, cancelled=cancelled)
+
+
+def test_manifest_and_image_labels_must_agree(tmp_path):
+    odd = make_synthetic_bundle(tmp_path / "odd.tar", labels={"ezrunner.served-model-name": "other",
+                                                               "ezrunner.engine": "transformers"})
+    with pytest.raises(BundleError, match="inconsistent bundle: ezrunner-bundle.json says served_model_name='tiny'"):
+        verify_bundle(odd, check_hash=False)
