@@ -33,7 +33,7 @@ from ezrunner.core.bundle import BUNDLE_MANIFEST_NAME as BUNDLE_MEMBER
 from ezrunner.core.errors import EzError
 from ezrunner.core.events import BytesProgress, Event, Notice, PhaseFinished, PhaseStarted
 
-_PART_RE = re.compile(r"^(?P<base>.+)" + re.escape(PART_INFIX) + r"(?P<num>\d{%d})$" % PART_DIGITS)
+_PART_RE = re.compile(r"^(?P<base>.+)" + re.escape(PART_INFIX) + rf"(?P<num>\d{{{PART_DIGITS}}})$")
 READ_CHUNK = 4 * 1024 * 1024
 # Emit a progress event at most this often (seconds) while hashing or loading.
 PROGRESS_INTERVAL = 0.2
@@ -84,7 +84,7 @@ class BundleSource:
     def sidecar(self) -> Path:
         return sidecar_path(self.path)
 
-    def open(self) -> "JoinedReader":
+    def open(self) -> JoinedReader:
         return JoinedReader(self.parts, self.sizes)
 
     def describe(self) -> str:
@@ -439,7 +439,7 @@ def iter_chunks(source: BundleSource, chunk_size: int = READ_CHUNK) -> Iterator[
     consume each chunk before asking for the next)."""
     buf = bytearray(chunk_size)
     view = memoryview(buf)
-    for path, expected in zip(source.parts, source.sizes):
+    for path, expected in zip(source.parts, source.sizes, strict=False):
         with open(path, "rb", buffering=0) as fh:
             done = 0
             while True:

@@ -34,7 +34,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ezrunner.core import bundle as fmt
@@ -50,9 +50,9 @@ from ezrunner.core.events import (
 )
 from ezrunner.core.run_bundle import (
     BundleError,
-    RunCancelled,
     BundleInfo,
     BundleSource,
+    RunCancelled,
     find_bundle,
     inspect_bundle,
     iter_chunks,
@@ -1046,7 +1046,7 @@ def ps(client: docker.DockerClient, *, all: bool = True) -> list[PsRow]:  # noqa
         if status == "running":
             started = _parse_time(state.get("StartedAt", ""))
             if started:
-                uptime = max(0.0, (datetime.now(timezone.utc) - started).total_seconds())
+                uptime = max(0.0, (datetime.now(UTC) - started).total_seconds())
         elif status == "exited":
             shown = f"exited ({state.get('ExitCode')})"
         port = labels.get(RUN_LABEL_PORT, "")

@@ -10,11 +10,10 @@ import time
 
 import pytest
 from conftest import EZRUNNER
-from support_run import MINI_CRASH_TAG, MINI_TAG, remove_containers, remove_image
-
 from ezrunner.core import runner
 from ezrunner.core.errors import EzError
 from ezrunner.core.events import BytesProgress, LogLines, Notice, PhaseFinished, StepProgress
+from support_run import MINI_CRASH_TAG, MINI_TAG, remove_containers, remove_image
 
 
 def _free_port() -> int:

@@ -11,9 +11,8 @@ import subprocess
 
 import pytest
 from conftest import EZRUNNER
-from support_run import copy_range, remove_containers, remove_image
-
 from ezrunner.core import runner
+from support_run import copy_range, remove_containers, remove_image
 
 
 def _free_port() -> int:
@@ -114,7 +113,7 @@ def test_pack_rmi_run_chat_logs_ps_stop(docker_engine, engine_bundle, bundle_inf
     # Running it again: load skipped, and it says where the running one is.
     again = _ez("run", str(engine_bundle), "--name", "ez-e2e", "--port", str(_free_port()), "-d", "--no-verify")
     assert again.returncode == 1 and "already loaded" in again.stderr
-    assert f"ez-e2e is already running" in again.stderr and f"http://127.0.0.1:{port}/v1" in again.stderr
+    assert "ez-e2e is already running" in again.stderr and f"http://127.0.0.1:{port}/v1" in again.stderr
 
     stop = _ez("stop", "ez-e2e", "--remove")
     assert stop.returncode == 0 and "stopped and removed ez-e2e" in stop.stdout

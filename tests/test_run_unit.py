@@ -8,8 +8,6 @@ import random
 import socket
 
 import pytest
-from support_run import mini_labels
-
 from ezrunner.core.errors import EzError, UsageError
 from ezrunner.core.run_bundle import BundleError
 from ezrunner.core.runner import (
@@ -23,6 +21,7 @@ from ezrunner.core.runner import (
     port_in_use,
     ready_timeout,
 )
+from support_run import mini_labels
 
 
 def test_lines_are_reassembled_from_chunks_cut_anywhere():
@@ -32,7 +31,7 @@ def test_lines_are_reassembled_from_chunks_cut_anywhere():
     rnd = random.Random(7)
     for _ in range(200):
         cuts = sorted(rnd.sample(range(1, len(data)), rnd.randint(1, 12)))
-        chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+        chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=False)]
         asm = LineAssembler()
         lines = []
         for c in chunks:

@@ -8,10 +8,9 @@ import subprocess
 
 import pytest
 from conftest import EZRUNNER
-from support_run import make_synthetic_bundle, split_bundle, write_sidecar_for
-
 from ezrunner.core.events import BytesProgress, Notice, PhaseFinished
 from ezrunner.core.run_bundle import BundleError, find_bundle, parse_sidecar, verify_bundle
+from support_run import make_synthetic_bundle, split_bundle, write_sidecar_for
 
 
 def test_whole_bundle_verifies_with_byte_progress(synthetic_bundle):
@@ -153,7 +152,7 @@ def test_missing_sidecar_and_bad_sidecar(tmp_path):
 
 
 def test_sidecar_parsing_accepts_sha256sum_output(tmp_path):
-    bundle = make_synthetic_bundle(tmp_path / "y.tar")
+    make_synthetic_bundle(tmp_path / "y.tar")
     out = subprocess.run(["sha256sum", "y.tar"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
     assert parse_sidecar(out).sha256 == (tmp_path / "y.tar.sha256").read_text().split()[0]
     assert parse_sidecar("A" * 64 + " *y.tar\n").name == "y.tar"

@@ -19,9 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from support_run import make_synthetic_bundle, split_bundle  # noqa: E402
-
 from ezrunner.core.run_bundle import find_bundle, sha256_of, verify_bundle  # noqa: E402
+from support_run import make_synthetic_bundle, split_bundle  # noqa: E402
 
 
 def build(folder: Path, size_mib: int) -> Path:
