@@ -988,7 +988,6 @@ def _write_bundle_work(emit: ev.EventCallback, *, target: Path, part_size: int |
         aw.add_model_layer(model_layer_name, layer, mtime=mtime)
         aw.add_bytes(docker_manifest[0]["Config"], cfg_raw, mtime=mtime)
         aw.add_bytes("manifest.json", json.dumps(docker_manifest).encode(), mtime=mtime)
-        aw.add_bytes("repositories", json.dumps({f"ezrunner/{served}": {image_tag.split(":", 1)[1]: config_digest.split(":")[1]}}).encode(), mtime=mtime)
         aw.finish()
         digest = out.close()
         size = out.written

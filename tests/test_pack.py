@@ -289,3 +289,18 @@ def test_cli_socket_permission_denied_is_one_line(tmp_path):
     assert proc.returncode == 1
     assert error_line(proc.stderr).startswith("ezrunner: error: permission denied on the Docker socket")
     assert "docker' group" in proc.stderr
+
+
+def test_stale_temporaries_of_dead_packs_are_removed(tmp_path):
+    """What `kill -9` leaves (it cannot be caught) is removed by the next pack."""
+    from ezrunner.core.pack import _clean_stale
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = [tmp_path / f".b.tar.ezpack-{dead.pid}.tmp", tmp_path / f".b.tar.part-002.ezpack-{dead.pid}.tmp"]
+    alive = tmp_path / f".b.tar.ezpack-{os.getppid()}.tmp"  # a running pack's file stays
+    other = tmp_path / f".c.tar.ezpack-{dead.pid}.tmp"  # another bundle's file stays
+    for p in [*stale, alive, other]:
+        p.write_bytes(b"x")
+    _clean_stale(tmp_path / "b.tar")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name])
