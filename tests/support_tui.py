@@ -155,3 +155,28 @@ async def until(pilot, condition, timeout: float = 20.0, what: str = "condition"
 def screen_text(app) -> str:
     """The visible screen as plain text."""
     return "\n".join(strip.text for strip in app.screen._compositor.render_strips())  # noqa: SLF001
+
+
+# ------------------------------------------------------------------ recorded hub
+@pytest.fixture(scope="module")
+def replay_hub():
+    """The hub seam pointed at issue 3's replay of recorded hub API responses
+    (tests/fixtures/hub, served by test_discovery's handler)."""
+    from test_discovery import _Replay
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Replay)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield {"hf": url, "modelscope": url, "timeout": 10}
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def private_caches(monkeypatch, tmp_path):
+    """Empty hub caches, no token, not offline: only the replay server answers."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "ms-cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)

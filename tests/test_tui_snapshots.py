@@ -67,6 +67,25 @@ def test_search_without_a_hub(snap_compare):
     assert snap_compare(_wizard_app(), run_before=run_before, terminal_size=(80, 24))
 
 
+def test_search_results_from_a_recorded_hub(snap_compare, replay_hub, private_caches):
+    from support_tui import A100_80G, FakeNvml
+    from textual.clock import MockClock
+
+    async def run_before(pilot):
+        app = pilot.app
+        app.wizard.sources = {"hf", "modelscope"}
+        app.action_open_pack()
+        await pilot.pause()
+        app.screen.query_one("#search-query").value = "qwen2.5-0.5b"
+        await pilot.press("enter")
+        table = app.screen.query_one("#search-results")
+        await _settle(pilot, lambda: table.row_count == 5, "results")
+        await _settle(pilot, lambda: "Qwen2ForCausalLM" in str(app.screen.query_one("#search-details").content), "details")
+
+    app = EzRunnerApp(hub=replay_hub, nvml=FakeNvml([A100_80G]), clock=MockClock(), show_version=False)
+    assert snap_compare(app, run_before=run_before, terminal_size=(80, 24))
+
+
 def _prepare(app, model_dir, profile, for_this_machine=False):
     from ezrunner.core.discovery import local_details
     from ezrunner.tui.services import as_dict
@@ -187,7 +206,8 @@ def test_run_screen_docker_down_with_logs(snap_compare, tmp_path, monkeypatch):
         app = pilot.app
         app.action_open_run()
         screen = app.screen
-        await _settle(pilot, lambda: screen.docker_problem, "ps")
+        await _settle(pilot, lambda: screen.docker_problem and screen.query_one("#run-ps").row_count == 1, "ps")
+        await pilot.pause(0.1)  # the DataTable sizes its columns on the next refresh
         await _settle(pilot, lambda: screen.query_one("#run-tree").root.children, "tree")
         log = screen.query_one(LogTail)
         log.append_lines([f"INFO:     127.0.0.1 - \"POST /v1/chat/completions HTTP/1.1\" 200 #{i}" for i in range(6)])

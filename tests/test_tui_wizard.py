@@ -206,3 +206,32 @@ async def test_bad_path_is_reported_in_the_details_pane(tmp_path):
         await pilot.press("enter")
         await until(pilot, lambda: "no such model folder" in static_text(app, "#search-details"), what="error")
         assert isinstance(app.screen, SearchScreen)
+
+
+# ---- a reachable hub: the recorded API responses of tests/fixtures/hub, replayed ----------------
+async def test_hub_search_details_and_plan_from_recorded_responses(replay_hub, private_caches):
+    app = EzRunnerApp(hub=replay_hub, nvml=FakeNvml([A100_80G]), show_version=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        search = await open_search(pilot, app)
+        search.query_one("#src-local").value = False
+        await type_into(pilot, app, "#search-query", "qwen2.5-0.5b")
+        await pilot.press("enter")
+        table = search.query_one("#search-results", DataTable)
+        await until(pilot, lambda: table.row_count > 0, what="results")
+        rows = [table.get_row_at(i) for i in range(table.row_count)]
+        assert any(r[0] == "Qwen/Qwen2.5-0.5B-Instruct" and r[1] == "hf" for r in rows), rows
+        assert any(r[1] == "modelscope" for r in rows), rows
+        assert not app.wizard.hub_notice_shown
+        hf_row = next(i for i, r in enumerate(rows) if r[0] == "Qwen/Qwen2.5-0.5B-Instruct" and r[1] == "hf")
+        table.focus()
+        table.move_cursor(row=hf_row)
+        await until(pilot, lambda: "Qwen2ForCausalLM" in static_text(app, "#search-details"), what="details pane")
+        assert "rev " in static_text(app, "#search-details")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, HardwareScreen), what="hardware")
+        assert app.wizard.model == "Qwen/Qwen2.5-0.5B-Instruct"
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: isinstance(app.screen, ReviewScreen) and app.wizard.plan is not None, what="plan")
+        plan = app.wizard.plan
+        assert plan["engine"] == "vllm" and plan["fits"] is True
+        assert plan["weights_bytes"] > 500_000_000  # ~0.5 B parameters in bfloat16, from hub metadata

@@ -131,7 +131,9 @@ class RunScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#run-ps", DataTable)
-        table.add_columns("name", "model", "engine", "port", "state", "uptime")
+        # fixed widths: they fit 80 columns and do not jump as rows come and go
+        for label, width in (("name", 14), ("model", 16), ("engine", 12), ("port", 5), ("state", 12), ("uptime", 6)):
+            table.add_column(label, width=width)
         self.query_one("#run-filter").display = False
         self._render_status()
         self.action_refresh_ps()
