@@ -297,7 +297,7 @@ class GenerationEngine:
         cb_config = ContinuousBatchingConfig(
             page_size=page,
             num_blocks=self._num_blocks(page),
-            max_batch_tokens=max(page, min(self.max_model_len, 512 if self.device == "cpu" else 4096)),
+            max_batch_tokens=max(page, min(self.max_model_len, 2048 if self.device == "cpu" else 4096)),
             max_requests_per_batch=self.max_concurrency,
             per_request_processors=True,  # temperature and top_p per request
             allow_block_sharing=True,

@@ -154,7 +154,7 @@ def summarize(rounds: list[dict]) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tokens", type=int, default=64, help="completion tokens per request (default 64)")
-    ap.add_argument("--repeats", type=int, default=3, help="rounds per point; best throughput is kept")
+    ap.add_argument("--repeats", type=int, default=5, help="rounds per point; best throughput is kept")
     ap.add_argument("--peer-pythonpath", help="extra PYTHONPATH for the peer (where accelerate is installed)")
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--model-dir", help="use this model folder instead of writing the small demo model")
