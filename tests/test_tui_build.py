@@ -145,6 +145,7 @@ async def test_whole_pack_wizard_to_done(packed_bundle, base_image, tiny_model_d
 
 @pytest.mark.slow
 async def test_cancelling_a_build_asks_then_stops_and_cleans_up(packed_bundle, base_image, tmp_path, tmp_path_factory):
+    """A real pack, cancelled through the dialog: the core stops and leaves nothing."""
     from ezrunner.core.demo_model import write_demo_model
 
     model = tmp_path_factory.getbasetemp() / "tui-small-model" / "small-llama"
@@ -162,7 +163,8 @@ async def test_cancelling_a_build_asks_then_stops_and_cleans_up(packed_bundle, b
         await pilot.press("ctrl+n")
         await until(pilot, lambda: isinstance(app.screen, BuildScreen), what="build screen")
         job = app.build_job
-        await until(pilot, lambda: job.progress.phase == "export", timeout=600, what="the export phase")
+        # cancel at once: with the engine image cached, the rest of this pack (writing
+        # ~1.4 GB of engine layers and the model) leaves a window of seconds
         build = app.screen
         build.query_one(LogTail).focus()
         await pilot.press("x")

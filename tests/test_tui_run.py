@@ -160,6 +160,22 @@ async def test_load_start_logs_chat_and_stop_a_real_bundle(packed_bundle, docker
                         or screen.state.startswith("FAILED"), timeout=300, what="ready after restart")
             assert screen.state == "ready", screen.state
 
+            # a fresh screen takes over the running bundle from the ps list
+            await pilot.press("escape")
+            await pilot.press("r")
+            await until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen is not screen, what="new run screen")
+            screen = app.screen
+            await until(pilot, lambda: name in ps_names(screen), timeout=30, what="ps row (new screen)")
+            table = screen.query_one("#run-ps", DataTable)
+            table.focus()
+            table.move_cursor(row=ps_names(screen).index(name))
+            await pilot.press("enter")
+            await until(pilot, lambda: screen.ready is not None or screen.state.startswith("FAILED"), timeout=120,
+                        what="attached and ready")
+            assert screen.state == "ready" and screen.running.name == name
+            log = screen.query_one(LogTail)
+            await until(pilot, lambda: len(log.buffer) > 0, timeout=60, what="logs after attach")
+
             # stop, after confirming
             log.focus()
             await pilot.press("x")

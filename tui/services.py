@@ -181,6 +181,12 @@ class Services:
             api_key=api_key, bundle_name=bundle_name, on_event=on_event,
         )
 
+    def attach(self, name: str) -> Any:
+        """The ``Running`` of a container ezrunner started earlier (``ezrunner ps``)."""
+        from ezrunner.core import runner
+
+        return runner.running_from_container(runner.get_managed(self.docker_client(), name))
+
     def wait_ready(self, running: Any, on_event: Callable[[Any], None]) -> Any:
         from ezrunner.core import runner
 

@@ -57,12 +57,13 @@ class RunScreen(Screen[None]):
     ]
 
     class Progress(Message):
-        def __init__(self, phase: str, done: int, total: int | None, text: str = "") -> None:
+        def __init__(self, phase: str, done: int, total: int | None, text: str = "", unit: str = "bytes") -> None:
             super().__init__()
             self.phase = phase
             self.done = done
             self.total = total
             self.text = text
+            self.unit = unit
 
     class StepDone(Message):
         def __init__(self, step: str, ok: bool, text: str, data: dict[str, Any] | None = None) -> None:
@@ -231,6 +232,29 @@ class RunScreen(Screen[None]):
         if not message.rows:
             table.add_row("(none)", "no bundle runs here", "", "", "", "")
 
+    @on(DataTable.RowSelected, "#run-ps")
+    def _ps_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        name = str(event.data_table.get_row(event.row_key)[0])
+        if name.startswith("("):
+            return
+        self._set_state(f"attaching to {name}…")
+        self.attach(name)
+
+    @work(thread=True, exclusive=True, group="run-step", exit_on_error=False, description="attach")
+    def attach(self, name: str) -> None:
+        """Take over a bundle that already runs here: its logs, status, stop and chat."""
+        from ezrunner.tui.app import error_text
+
+        services = self.app.services
+        try:
+            running = services.attach(name)
+            self.post_message(self.StepDone("started", True, f"attached to {name}, waiting for ready", {"running": running}))
+            ready = services.wait_ready(running, self._on_event("ready"))
+            self.post_message(self.StepDone("ready", True, "ready", {"running": running, "ready": ready}))
+        except Exception as exc:  # noqa: BLE001
+            self.post_message(self.StepDone("attach", False, error_text(exc)[0]))
+
     # ---- choose a bundle ----------------------------------------------------------------------
     @on(DirectoryTree.FileSelected, "#run-tree")
     def _file_selected(self, event: DirectoryTree.FileSelected) -> None:
@@ -267,6 +291,9 @@ class RunScreen(Screen[None]):
                 if now - last[0] >= 0.1:
                     last[0] = now
                     self.post_message(self.Progress(phase, event.done, event.total, event.item))
+            elif isinstance(event, ev.StepProgress):
+                # waiting for ready: elapsed seconds of the timeout, and the latest log line
+                self.post_message(self.Progress(phase, event.index, event.count, event.name[:60], unit="s"))
             elif isinstance(event, ev.PhaseStarted):
                 self.post_message(self.Progress(phase, 0, event.total, event.label))
             elif isinstance(event, ev.Notice):
@@ -280,9 +307,12 @@ class RunScreen(Screen[None]):
         bar = self.query_one("#run-bar", ProgressBar)
         if message.done >= 0:
             bar.update(total=message.total, progress=message.done)
-            done = human_bytes(message.done) if message.total is None or message.total > 1000 else str(message.done)
+            if message.unit == "s":
+                of = f" of {message.total} s" if message.total else " s"
+                self._set_state(f"{message.phase}: {message.done}{of} {message.text}".rstrip())
+                return
             of = f" / {human_bytes(message.total)}" if message.total else ""
-            self._set_state(f"{message.phase}: {done}{of} {message.text}".rstrip())
+            self._set_state(f"{message.phase}: {human_bytes(message.done)}{of} {message.text}".rstrip())
         elif message.text:
             self._set_state(f"{message.phase}: {message.text}")
 
