@@ -15,7 +15,6 @@ from ezrunner.tui.screens.done import DoneScreen
 from ezrunner.tui.screens.hardware import HardwareScreen
 from ezrunner.tui.screens.review import ReviewScreen
 from ezrunner.tui.screens.search import SearchScreen
-from ezrunner.tui.widgets.log_tail import LogTail
 from support_tui import NO_HUB, FakeNvml, screen_text, until
 from textual.widgets import Input, Select
 
@@ -143,36 +142,101 @@ async def test_whole_pack_wizard_to_done(packed_bundle, base_image, tiny_model_d
         assert job.progress.totals["export"].done > 0
 
 
-@pytest.mark.slow
-async def test_cancelling_a_build_asks_then_stops_and_cleans_up(packed_bundle, base_image, tmp_path, tmp_path_factory):
-    """A real pack, cancelled through the dialog: the core stops and leaves nothing."""
-    from ezrunner.core.demo_model import write_demo_model
+# ---- cancelling a real pack while it downloads from a (slow, local) hub -------------------------
+# huggingface_hub takes its endpoint from HF_ENDPOINT when it is imported, so the app
+# runs in a fresh process with HF_ENDPOINT pointed at the replay hub of
+# tests/test_pack_download.py, served slowly so that the download lasts seconds.
+CANCEL_SCRIPT = r"""
+import asyncio, json, sys
+sys.path.insert(0, sys.argv[1])
+from support_tui import FakeNvml, until
+from ezrunner.core.hardware import manual_profile
+from ezrunner.tui.app import EzRunnerApp
+from ezrunner.tui.dialogs.confirm import ConfirmDialog
+from ezrunner.tui.screens.build import BuildScreen
 
-    model = tmp_path_factory.getbasetemp() / "tui-small-model" / "small-llama"
-    if not model.exists():
-        write_demo_model(model, preset="small")
+async def main():
+    out_dir = sys.argv[2]
+    app = EzRunnerApp(hub={"hf": sys.argv[3]}, nvml=FakeNvml(missing=True), show_version=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        w = app.wizard
+        w.model, w.engine, w.output = "ezr/tiny-llama", "transformers", out_dir + "/hub.tar"
+        w.profile = manual_profile(gpu_count=0, ram_gib=16)
+        app.push_screen(BuildScreen())
+        await until(pilot, lambda: app.build_job and app.build_job.progress.phase == "download"
+                    and app.build_job.progress.totals.get("download"), timeout=60, what="download")
+        job = app.build_job
+        seen = job.progress.totals["download"].total
+        await pilot.press("x")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="dialog")
+        await pilot.press("y")
+        await until(pilot, lambda: job.progress.state != "running", timeout=60, what="the end")
+        print("RESULT " + json.dumps({"state": job.progress.state, "phase": job.progress.phase,
+              "error": job.progress.error, "download_total": seen,
+              "status": str(app.screen.query_one("#build-status").content), "running": app.is_running}))
+
+asyncio.run(main())
+"""
+
+
+@pytest.fixture
+def slow_hub(tiny_model_dir):
+    import threading
+    import time
+    from http.server import ThreadingHTTPServer
+
+    from test_pack_download import _Hub
+
+    class SlowHub(_Hub):
+        def _send(self, code, body=b"", headers=None, head=False):
+            if head or len(body) < 64 * 1024:
+                return super()._send(code, body, headers, head)
+            self.send_response(code)
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                for i in range(0, len(body), 8192):  # ~80 KB/s: a download of seconds
+                    self.wfile.write(body[i:i + 8192])
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    SlowHub.files = {p.relative_to(tiny_model_dir).as_posix(): p.read_bytes()
+                     for p in tiny_model_dir.rglob("*") if p.is_file()}
+    SlowHub.log = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowHub)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_cancelling_a_build_while_downloading_stops_and_leaves_no_bundle(slow_hub, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
     out = tmp_path / "out"
     out.mkdir()
-    app = make_app()
-    async with app.run_test(size=(120, 40)) as pilot:
-        review = await to_review(pilot, app, model)
-        app.screen.query_one("#opt-engine", Select).value = "transformers"
-        await until(pilot, lambda: app.wizard.plan["engine"] == "transformers", what="plan")
-        await set_input(pilot, app, "#opt-output", str(out / "small.tar"))
-        await set_input(pilot, app, "#opt-base", base_image)
-        await pilot.press("ctrl+n")
-        await until(pilot, lambda: isinstance(app.screen, BuildScreen), what="build screen")
-        job = app.build_job
-        # cancel at once: with the engine image cached, the rest of this pack (writing
-        # ~1.4 GB of engine layers and the model) leaves a window of seconds
-        build = app.screen
-        build.query_one(LogTail).focus()
-        await pilot.press("x")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="cancel confirmation")
-        await pilot.press("y")
-        await until(pilot, lambda: job.progress.state in ("cancelled", "done"), timeout=120, what="the end")
-        assert job.progress.state == "cancelled", "the export finished before the cancel landed"
-        assert "CANCELLED" in str(build.query_one("#build-status").content)
-        assert leftovers(out) == []
-        await pilot.press("escape")
-        await until(pilot, lambda: app.screen is review, what="review after cancel")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_TOKEN", "HF_HUB_OFFLINE", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
+    env.update(HF_ENDPOINT=slow_hub, HF_HOME=str(tmp_path / "hf-home"), HF_HUB_DISABLE_XET="1",
+               EZRUNNER_HOME=str(tmp_path / "home"))
+    tests_dir = str(Path(__file__).parent)
+    proc = subprocess.run([sys.executable, "-c", CANCEL_SCRIPT, tests_dir, str(out), slow_hub],
+                          capture_output=True, text=True, env=env, timeout=300)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(lines[-1][len("RESULT "):])
+    assert result["state"] == "cancelled", result
+    assert result["phase"] == "download", result
+    assert result["download_total"] > 64 * 1024
+    assert result["status"].startswith("CANCELLED"), result
+    assert result["running"] is True
+    assert leftovers(out) == []
