@@ -13,6 +13,14 @@ from pathlib import Path
 
 import pytest
 
+# Unique per test session: several test runs may share one Docker engine (a
+# developer's run beside CI's), so names, tags and networks never collide.
+TOKEN = f"{os.getpid():x}{os.urandom(2).hex()}"
+
+
+def uniq(name: str) -> str:
+    return f"{name}-{TOKEN}"
+
 
 def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
@@ -144,7 +152,8 @@ def build_mini_image(client, base_image: str, tag: str, *, mode: str = "ok", nam
         label_lines = " \\\n  ".join(f"{k}={json.dumps(v)}" for k, v in lab.items())
         Path(ctx, "Dockerfile").write_text(
             f"FROM {base_image}\nCOPY server.py /opt/mini/server.py\nENV MINI_MODE={mode}\n"
-            f"USER 10001\nEXPOSE 8000\nLABEL {label_lines}\nCMD [\"python3\", \"/opt/mini/server.py\"]\n"
+            f"USER 10001\nEXPOSE 8000\nLABEL {label_lines}\nLABEL ezrunner-test.session={TOKEN}\n"
+            f"CMD [\"python3\", \"/opt/mini/server.py\"]\n"
         )
         image, _ = client.images.build(path=ctx, tag=tag, rm=True, forcerm=True)
     return image.id
@@ -182,17 +191,24 @@ def remove_containers(client, *names: str) -> None:
             pass
 
 
-def remove_image(client, ref: str) -> None:
-    from docker.errors import ImageNotFound
+def remove_image(client, ref: str) -> bool:
+    """Remove an image; False when it is in use (by another test run's container
+    or child image on a shared engine) and stays."""
+    from docker.errors import APIError, ImageNotFound
 
     try:
         client.images.remove(ref, force=True)
     except ImageNotFound:
-        pass
+        return True
+    except APIError as exc:
+        if exc.status_code == 409:
+            return False
+        raise
+    return True
 
 
-MINI_TAG = "ezrunner-test/run-mini:1"
-MINI_CRASH_TAG = "ezrunner-test/run-mini-crash:1"
+MINI_TAG = f"ezrunner-test/run-mini-{TOKEN}:1"
+MINI_CRASH_TAG = f"ezrunner-test/run-mini-crash-{TOKEN}:1"
 
 
 @pytest.fixture(scope="session")

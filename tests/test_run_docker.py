@@ -13,7 +13,7 @@ from conftest import EZRUNNER
 from ezrunner.core import runner
 from ezrunner.core.errors import EzError
 from ezrunner.core.events import BytesProgress, LogLines, Notice, PhaseFinished, StepProgress
-from support_run import MINI_CRASH_TAG, MINI_TAG, remove_containers, remove_image
+from support_run import MINI_CRASH_TAG, MINI_TAG, remove_containers, remove_image, uniq
 
 
 def _free_port() -> int:
@@ -49,7 +49,7 @@ def test_verify_load_skip_start_ready_ps_logs_stop(docker_engine, mini_bundle, n
     assert not [e for e in events if isinstance(e, BytesProgress)]
 
     port = _free_port()
-    name = "ez-test-run-mini"
+    name = uniq("ez-test-run-mini")
     names.append(name)
     events.clear()
     running = runner.start(docker_engine, image, name=name, port=port, api_key="s3cret", on_event=events.append)
@@ -71,8 +71,8 @@ def test_verify_load_skip_start_ready_ps_logs_stop(docker_engine, mini_bundle, n
         runner.start(docker_engine, image, name=name, port=_free_port())
     # The same port for another name: said before starting anything.
     with pytest.raises(EzError, match=rf"port {port} on 127.0.0.1 is already in use"):
-        runner.start(docker_engine, image, name="ez-test-run-other", port=port)
-    assert runner._get_container(docker_engine, "ez-test-run-other") is None
+        runner.start(docker_engine, image, name=uniq("ez-test-run-other"), port=port)
+    assert runner._get_container(docker_engine, uniq("ez-test-run-other")) is None
 
     rows = [r for r in runner.ps(docker_engine) if r.name == name]
     assert len(rows) == 1 and rows[0].served_model_name == "mini" and rows[0].engine == "transformers"
@@ -97,7 +97,7 @@ def test_verify_load_skip_start_ready_ps_logs_stop(docker_engine, mini_bundle, n
 
 
 def test_follow_logs_yields_batches_while_the_container_writes(docker_engine, base_image, names):
-    name = "ez-test-run-logs"
+    name = uniq("ez-test-run-logs")
     names.append(name)
     script = "import time,sys\nfor i in range(40):\n    sys.stdout.write(f'line {i} ' + 'x'*3000 + '\\n'); sys.stdout.flush(); time.sleep(0.02)\n"
     c = docker_engine.containers.run(base_image, ["python3", "-c", script], name=name, detach=True,
@@ -114,7 +114,7 @@ def test_follow_logs_yields_batches_while_the_container_writes(docker_engine, ba
 
 
 def test_cli_run_detach_prints_url_model_and_curl(docker_engine, mini_bundle, names):
-    name = "ez-test-run-cli"
+    name = uniq("ez-test-run-cli")
     names.append(name)
     port = _free_port()
     proc = _ezrunner("run", str(mini_bundle), "--name", name, "--port", str(port), "--detach", "--ready-timeout", "60")
@@ -130,7 +130,7 @@ def test_cli_run_detach_prints_url_model_and_curl(docker_engine, mini_bundle, na
 
 
 def test_port_in_use_is_said_before_starting(docker_engine, mini_bundle, names):
-    name = "ez-test-run-port"
+    name = uniq("ez-test-run-port")
     names.append(name)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -144,7 +144,7 @@ def test_port_in_use_is_said_before_starting(docker_engine, mini_bundle, names):
 
 
 def test_crash_at_start_shows_exit_code_last_lines_and_cause(docker_engine, mini_crash_bundle, names):
-    name = "ez-test-run-crash"
+    name = uniq("ez-test-run-crash")
     names.append(name)
     proc = _ezrunner("run", str(mini_crash_bundle), "--name", name, "--port", str(_free_port()), "--detach",
                      "--ready-timeout", "60")
@@ -160,7 +160,7 @@ def test_crash_at_start_shows_exit_code_last_lines_and_cause(docker_engine, mini
 def test_gpu_without_nvidia_runtime_is_one_line_with_the_fix(docker_engine, mini_bundle, names):
     if "nvidia" in (docker_engine.info().get("Runtimes") or {}):
         pytest.skip("this engine has the NVIDIA runtime")
-    name = "ez-test-run-gpu"
+    name = uniq("ez-test-run-gpu")
     names.append(name)
     source, info = runner.verify_bundle(mini_bundle, check_hash=False)
     image = runner.load_bundle(docker_engine, source, info)
@@ -177,8 +177,8 @@ def test_gpu_without_nvidia_runtime_is_one_line_with_the_fix(docker_engine, mini
 
 def test_internal_network_only(docker_engine, mini_bundle, names):
     """Attached only to a network with no route out; reached by its address."""
-    net = docker_engine.networks.create("ez-test-run-internal", driver="bridge", internal=True)
-    name = "ez-test-run-internal"
+    net = docker_engine.networks.create(uniq("ez-test-run-internal"), driver="bridge", internal=True)
+    name = uniq("ez-test-run-internal")
     names.append(name)
     try:
         ready = runner.run_bundle(str(mini_bundle), verify=False, name=name, network=net.name, publish=False,
@@ -203,7 +203,7 @@ def test_stop_of_unknown_name(docker_engine):
 def test_no_hub_or_registry_is_touched(docker_engine, mini_bundle, names, tmp_path):
     """run/ps/logs/stop with every hub endpoint and proxy pointed at a dead address,
     in one process that then proves no hub client was even imported."""
-    name = "ez-test-run-offline"
+    name = uniq("ez-test-run-offline")
     names.append(name)
     port = _free_port()
     code = (
@@ -227,7 +227,7 @@ def test_no_hub_or_registry_is_touched(docker_engine, mini_bundle, names, tmp_pa
 
 
 def test_timeout_shows_last_lines_and_leaves_it_running(docker_engine, mini_bundle, names):
-    name = "ez-test-run-timeout"
+    name = uniq("ez-test-run-timeout")
     names.append(name)
     source, info = runner.verify_bundle(mini_bundle, check_hash=False)
     image = runner.load_bundle(docker_engine, source, info)

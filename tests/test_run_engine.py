@@ -12,7 +12,12 @@ import subprocess
 import pytest
 from conftest import EZRUNNER
 from ezrunner.core import runner
-from support_run import copy_range, remove_containers, remove_image
+from support_run import copy_range, remove_containers, remove_image, uniq
+
+E2E = uniq("ez-e2e")
+E2E_NET = uniq("ez-e2e-internal")
+E2E_CRASH = uniq("ez-e2e-crash")
+BROKEN_TAG = f"ezrunner-test/broken-model-{E2E}:1"
 
 
 def _free_port() -> int:
@@ -34,7 +39,7 @@ def bundle_info(engine_bundle):
 @pytest.fixture(scope="module", autouse=True)
 def _cleanup(docker_engine, bundle_info):
     yield
-    remove_containers(docker_engine, "ez-e2e", "ez-e2e-internal", "ez-e2e-crash")
+    remove_containers(docker_engine, E2E, E2E_NET, E2E_CRASH)
     remove_image(docker_engine, bundle_info.image_id)
 
 
@@ -43,7 +48,8 @@ def _image_present(client, image_id) -> bool:
 
 
 def test_damaged_bundles_are_refused_before_docker_load(docker_engine, engine_bundle, bundle_info, tmp_path):
-    remove_image(docker_engine, bundle_info.image_id)
+    # False only when another test run on this engine uses the image right now.
+    removed = remove_image(docker_engine, bundle_info.image_id)
     size = engine_bundle.stat().st_size
     sidecar = engine_bundle.with_name(engine_bundle.name + ".sha256")
 
@@ -59,7 +65,7 @@ def test_damaged_bundles_are_refused_before_docker_load(docker_engine, engine_bu
     proc = _ez("run", str(bad), "--port", str(_free_port()), "-d")
     assert proc.returncode == 2, proc.stderr
     assert "ezrunner: error: checksum mismatch" in proc.stderr
-    assert not _image_present(docker_engine, bundle_info.image_id), "nothing may reach docker load"
+    assert not (removed and _image_present(docker_engine, bundle_info.image_id)), "nothing may reach docker load"
 
     # Truncated: the first 60 %.
     bad.unlink()
@@ -79,17 +85,18 @@ def test_damaged_bundles_are_refused_before_docker_load(docker_engine, engine_bu
     proc = _ez("run", str(parts[0]), "--port", str(_free_port()), "-d")
     assert proc.returncode == 2
     assert f"ezrunner: error: missing part: {engine_bundle.name}.part-002" in proc.stderr
-    assert not _image_present(docker_engine, bundle_info.image_id)
+    assert not (removed and _image_present(docker_engine, bundle_info.image_id))
 
 
 def test_pack_rmi_run_chat_logs_ps_stop(docker_engine, engine_bundle, bundle_info):
     import openai
 
-    remove_image(docker_engine, bundle_info.image_id)  # as on a fresh target
+    removed = remove_image(docker_engine, bundle_info.image_id)  # as on a fresh target
     port = _free_port()
-    proc = _ez("run", str(engine_bundle), "--name", "ez-e2e", "--port", str(port), "--api-key", "k-123", "-d")
+    proc = _ez("run", str(engine_bundle), "--name", E2E, "--port", str(port), "--api-key", "k-123", "-d")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "verify: ok sha256" in proc.stderr and "load: ok loaded" in proc.stderr
+    assert "verify: ok sha256" in proc.stderr
+    assert ("load: ok loaded" if removed else "load: ok already loaded") in proc.stderr
     assert f"OpenAI base URL: http://127.0.0.1:{port}/v1" in proc.stdout
     model = bundle_info.served_model_name
     assert f"model:           {model}" in proc.stdout
@@ -104,29 +111,29 @@ def test_pack_rmi_run_chat_logs_ps_stop(docker_engine, engine_bundle, bundle_inf
         openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong", max_retries=0).models.list()
 
     ps = _ez("ps")
-    line = next(ln for ln in ps.stdout.splitlines() if ln.startswith("ez-e2e "))
+    line = next(ln for ln in ps.stdout.splitlines() if ln.startswith(E2E + " "))
     assert model in line and "transformers" in line and f"127.0.0.1:{port}" in line
 
-    logs = _ez("logs", "ez-e2e")
+    logs = _ez("logs", E2E)
     assert logs.returncode == 0 and "POST /v1/chat/completions" in logs.stdout
 
     # Running it again: load skipped, and it says where the running one is.
-    again = _ez("run", str(engine_bundle), "--name", "ez-e2e", "--port", str(_free_port()), "-d", "--no-verify")
+    again = _ez("run", str(engine_bundle), "--name", E2E, "--port", str(_free_port()), "-d", "--no-verify")
     assert again.returncode == 1 and "already loaded" in again.stderr
-    assert "ez-e2e is already running" in again.stderr and f"http://127.0.0.1:{port}/v1" in again.stderr
+    assert f"{E2E} is already running" in again.stderr and f"http://127.0.0.1:{port}/v1" in again.stderr
 
-    stop = _ez("stop", "ez-e2e", "--remove")
-    assert stop.returncode == 0 and "stopped and removed ez-e2e" in stop.stdout
-    assert runner._get_container(docker_engine, "ez-e2e") is None
-    assert "ez-e2e " not in _ez("ps").stdout
+    stop = _ez("stop", E2E, "--remove")
+    assert stop.returncode == 0 and f"stopped and removed {E2E}" in stop.stdout
+    assert runner._get_container(docker_engine, E2E) is None
+    assert E2E + " " not in _ez("ps").stdout
 
 
 def test_chat_on_a_network_with_no_route_out(docker_engine, engine_bundle, bundle_info):
     import openai
 
-    net = docker_engine.networks.create("ez-e2e-internal", driver="bridge", internal=True)
+    net = docker_engine.networks.create(E2E_NET, driver="bridge", internal=True)
     try:
-        ready = runner.run_bundle(str(engine_bundle), verify=False, name="ez-e2e-internal", network=net.name,
+        ready = runner.run_bundle(str(engine_bundle), verify=False, name=E2E_NET, network=net.name,
                                   publish=False, ready_timeout_s=300, client=docker_engine)
         c = ready.running.container
         assert list(c.attrs["NetworkSettings"]["Networks"]) == [net.name]
@@ -139,7 +146,7 @@ def test_chat_on_a_network_with_no_route_out(docker_engine, engine_bundle, bundl
         reply = client.chat.completions.create(model=ready.model, messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
         assert reply.choices[0].message.role == "assistant" and reply.usage.completion_tokens >= 1
     finally:
-        remove_containers(docker_engine, "ez-e2e-internal")
+        remove_containers(docker_engine, E2E_NET)
         net.remove()
 
 
@@ -152,10 +159,10 @@ def test_model_that_crashes_at_start(docker_engine, engine_bundle, bundle_info):
     model_dir = f"/models/{info.served_model_name}"
     dockerfile = (f"FROM {image.id}\nUSER root\nRUN rm -f {model_dir}/model.safetensors "
                   f"{model_dir}/model.safetensors.index.json\nUSER 10001\n")
-    broken, _ = docker_engine.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag="ezrunner-test/broken-model:1",
+    broken, _ = docker_engine.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=BROKEN_TAG,
                                            rm=True, forcerm=True)
     try:
-        running = runner.start(docker_engine, broken, name="ez-e2e-crash", port=_free_port())
+        running = runner.start(docker_engine, broken, name=E2E_CRASH, port=_free_port())
         with pytest.raises(runner.ReadyError) as exc:
             runner.wait_ready(docker_engine, running, timeout=300)
         err = exc.value
@@ -166,5 +173,5 @@ def test_model_that_crashes_at_start(docker_engine, engine_bundle, bundle_info):
         running.container.reload()
         assert running.container.status == "exited"  # not looping on unless-stopped
     finally:
-        remove_containers(docker_engine, "ez-e2e-crash")
-        remove_image(docker_engine, "ezrunner-test/broken-model:1")
+        remove_containers(docker_engine, E2E_CRASH)
+        remove_image(docker_engine, BROKEN_TAG)
