@@ -220,13 +220,15 @@ async def test_hub_search_details_and_plan_from_recorded_responses(replay_hub, p
         await until(pilot, lambda: table.row_count > 0, what="results")
         rows = [table.get_row_at(i) for i in range(table.row_count)]
         assert any(r[0] == "Qwen/Qwen2.5-0.5B-Instruct" and r[1] == "hf" for r in rows), rows
-        assert any(r[1] == "modelscope" for r in rows), rows
+        assert any(r[1] == "ms" for r in rows), rows
         assert not app.wizard.hub_notice_shown
         hf_row = next(i for i, r in enumerate(rows) if r[0] == "Qwen/Qwen2.5-0.5B-Instruct" and r[1] == "hf")
         table.focus()
         table.move_cursor(row=hf_row)
         await until(pilot, lambda: "Qwen2ForCausalLM" in static_text(app, "#search-details"), what="details pane")
         assert "rev " in static_text(app, "#search-details")
+        # the format column is filled from the details of the highlighted model
+        await until(pilot, lambda: table.get_row_at(hf_row)[4] == "safetensors", what="format cell")
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, HardwareScreen), what="hardware")
         assert app.wizard.model == "Qwen/Qwen2.5-0.5B-Instruct"

@@ -18,6 +18,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 SOURCE_LABELS = {"hf": "HF", "modelscope": "ModelScope", "local": "Local"}
+SOURCE_SHORT = {"hf": "hf", "modelscope": "ms", "local": "local", "hf-cache": "hf-c", "modelscope-cache": "ms-c"}
 NO_HUB = (
     "No model hub is reachable: showing local sources only. "
     "Type a model folder path, or press Ctrl+D for the built-in demo model."
@@ -67,7 +68,13 @@ class SearchScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#search-results", DataTable)
-        table.add_columns("model", "source", "downloads", "size", "format", "params", "gated")
+        narrow = self.app.size.width < 110
+        # at 80 columns: fixed widths that fit (the details pane shows the full id)
+        widths = {"source": 5, "downloads": 6, "size": 9, "format": 11, "params": 6, "gated": 5}
+        widths["model"] = max(16, self.app.size.width - sum(widths.values()) - 2 * (len(widths) + 1) - 2)
+        for key, label in (("model", "model"), ("source", "src"), ("downloads", "dl"), ("size", "size"),
+                           ("format", "format"), ("params", "params"), ("gated", "gated")):
+            table.add_column(label if narrow else key, key=key, width=widths[key] if narrow else None)
         state = self.app.wizard
         if state.results:
             self._fill(state.results)
@@ -132,7 +139,7 @@ class SearchScreen(Screen[None]):
         for index, row in enumerate(results):
             table.add_row(
                 str(pick(row, "id", "model_id", "path", default="?")),
-                str(pick(row, "source", default="-")),
+                SOURCE_SHORT.get(str(row.get("source")), str(row.get("source") or "-")),
                 human_count(pick(row, "downloads")),
                 human_bytes(pick(row, "size_bytes", "size", "total_bytes")),
                 str(pick(row, "format", "weight_format", default="-")),
@@ -141,17 +148,35 @@ class SearchScreen(Screen[None]):
                 key=str(index),
             )
 
-    def _row_model(self, row_key: Any) -> str | None:
-        try:
-            row = self.app.wizard.results[int(row_key.value)]
-        except (ValueError, IndexError, AttributeError, TypeError):
-            return None
+    def _fill_format(self, model: str, details: dict[str, Any]) -> None:
+        """The search API does not say the weight format; the details do - fill it in."""
+        fmt = details.get("weight_format")
+        if not fmt:
+            return
+        table = self.query_one("#search-results", DataTable)
+        for index, row in enumerate(self.app.wizard.results):
+            if self._model_of(row) == model:
+                row["format"] = fmt
+                try:
+                    table.update_cell(str(index), "format", fmt)
+                except Exception:  # noqa: BLE001 - the table was refilled meanwhile
+                    pass
+
+    @staticmethod
+    def _model_of(row: dict[str, Any]) -> str | None:
         if row.get("path"):
             return str(row["path"])
         model = str(row.get("id") or "")
         if model and row.get("source") == "modelscope":
             return f"modelscope:{model}"
         return model or None
+
+    def _row_model(self, row_key: Any) -> str | None:
+        try:
+            row = self.app.wizard.results[int(row_key.value)]
+        except (ValueError, IndexError, AttributeError, TypeError):
+            return None
+        return self._model_of(row)
 
     # ---- details --------------------------------------------------------------------------------
     @on(DataTable.RowHighlighted, "#search-results")
@@ -192,6 +217,7 @@ class SearchScreen(Screen[None]):
                 self.notify(message.error, title="cannot use this model", severity="error")
             return
         pane.update(describe_details(message.model, message.details or {}))
+        self._fill_format(message.model, message.details or {})
         if message.advance:
             state = self.app.wizard
             if state.model != message.model:
