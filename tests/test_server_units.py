@@ -66,3 +66,39 @@ def test_pooling_comes_from_the_sentence_transformers_config(tmp_path, minilm_di
                                                              "pooling_mode_mean_tokens": False}))
     assert EmbeddingEngine._pooling_from_config(d) == ("cls", False)
     assert EmbeddingEngine._pooling_from_config(tmp_path) == ("mean", False)  # no config: mean
+
+
+class _Cfg:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    def get_text_config(self):
+        return self
+
+
+def _engine_for(layers, kv_heads, head_dim, ctx, conc, dtype=torch.float32):
+    from types import SimpleNamespace
+
+    from ezrunner.images.server.engine import GenerationEngine
+
+    g = GenerationEngine.__new__(GenerationEngine)
+    g.model = SimpleNamespace(config=_Cfg(num_hidden_layers=layers, num_attention_heads=32,
+                                          num_key_value_heads=kv_heads, head_dim=head_dim), dtype=dtype)
+    g.device, g.max_model_len, g.max_concurrency = "cpu", ctx, conc
+    return g
+
+
+def test_cpu_cache_plan_fits_cache_and_mask_in_a_quarter_of_ram(monkeypatch):
+    from ezrunner.images.server import engine
+
+    monkeypatch.setattr(engine, "_available_ram", lambda: 16 * 1024**3)
+    small = _engine_for(8, 4, 64, 2048, 32, torch.bfloat16)
+    assert small._cache_plan(256) == (8 * 32 + 1, 2048)  # everything fits: 32 full sequences, 2048-token chunks
+    assert small.max_model_len == 2048
+
+    big = _engine_for(32, 32, 128, 32768, 32)  # 1 MiB of KV per token in float32
+    blocks, chunk = big._cache_plan(256)
+    kv = blocks * 256 * 2 * 32 * 32 * 128 * 4
+    mask = chunk * (blocks * 256 + chunk) * 4
+    assert kv + mask <= 4 * 1024**3
+    assert big.max_model_len == (blocks - 1) * 256 < 32768  # longer requests get a 400, never a stuck cache

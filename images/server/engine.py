@@ -294,10 +294,11 @@ class GenerationEngine:
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
         page = 256 if self.max_model_len >= 1024 else 64
+        num_blocks, chunk = self._cache_plan(page)
         cb_config = ContinuousBatchingConfig(
             page_size=page,
-            num_blocks=self._num_blocks(page),
-            max_batch_tokens=max(page, min(self.max_model_len, 2048 if self.device == "cpu" else 4096)),
+            num_blocks=num_blocks,
+            max_batch_tokens=chunk,
             max_requests_per_batch=self.max_concurrency,
             per_request_processors=True,  # temperature and top_p per request
             allow_block_sharing=True,
@@ -323,26 +324,45 @@ class GenerationEngine:
             self.manager.start()
         self._warm_up()
 
-    def _num_blocks(self, page: int) -> int | None:
-        """KV-cache blocks: room for ``max_concurrency`` full-length sequences, capped on CPU
-        at a quarter of the available RAM. On GPU ``None`` lets transformers size the cache
-        from the free device memory."""
-        wanted = math.ceil(self.max_model_len / page) * self.max_concurrency + 1
+    def _cache_plan(self, page: int) -> tuple[int | None, int]:
+        """(KV-cache blocks, tokens per forward pass). Aim: room for ``max_concurrency``
+        full-length sequences and prefill chunks of up to 2048 tokens. On GPU transformers
+        sizes the cache from free device memory (``None``). On CPU the cache and the
+        attention mask transformers preallocates for sdpa (tokens x (cache + tokens)) must
+        fit in a quarter of the available RAM: the chunk shrinks first, then the cache."""
+        one_seq = math.ceil(self.max_model_len / page)
+        wanted = one_seq * self.max_concurrency + 1
+        chunk = max(64, min(self.max_model_len, 2048 if self.device == "cpu" else 4096))
         if self.device != "cpu":
-            return None
+            return None, chunk
         cfg = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
         layers = int(getattr(cfg, "num_hidden_layers", 1) or 1)
         heads = int(getattr(cfg, "num_attention_heads", 1) or 1)
         kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
         head_dim = int(getattr(cfg, "head_dim", None) or (int(getattr(cfg, "hidden_size", 64)) // heads))
-        itemsize = self.model.dtype.itemsize if hasattr(self.model.dtype, "itemsize") else 4
-        bytes_per_block = 2 * layers * kv_heads * head_dim * itemsize * page
+        item = self.model.dtype.itemsize if hasattr(self.model.dtype, "itemsize") else 4
+        kv_per_token = 2 * layers * kv_heads * head_dim * item
         budget = _available_ram() // 4
-        affordable = max(math.ceil(self.max_model_len / page) + 1, budget // max(bytes_per_block, 1))
-        if affordable < wanted:
-            log.warning("KV cache capped at %d blocks of %d tokens (RAM); fewer than %d full-length sequences fit",
-                        affordable, page, self.max_concurrency)
-        return int(min(wanted, affordable))
+
+        def total(m: int, n_tokens: int) -> int:
+            return n_tokens * kv_per_token + m * (n_tokens + m) * item
+
+        tokens = wanted * page
+        while total(chunk, tokens) > budget and chunk > 256:
+            chunk //= 2
+        if total(chunk, tokens) > budget:
+            fit = (budget - chunk * chunk * item) // (kv_per_token + chunk * item)
+            blocks = max(2, int(fit) // page)
+            log.warning("KV cache capped at %d blocks of %d tokens (a quarter of the free RAM); fewer than %d "
+                        "full-length sequences fit at once", blocks, page, self.max_concurrency)
+            capacity = (blocks - 1) * page
+            if capacity < self.max_model_len:
+                # a request longer than the whole cache could never be scheduled: refuse it with a 400
+                log.warning("context limited to %d tokens (was %d) so that one sequence fits in the cache; "
+                            "set --max-model-len to choose", capacity, self.max_model_len)
+                self.max_model_len = capacity
+            return blocks, chunk
+        return wanted, chunk
 
     def _warm_up(self) -> None:
         """Run two short generations so the first client request pays no lazy set-up."""
