@@ -83,3 +83,18 @@ def test_precheck_sets_hub_offline(tiny_model_dir, monkeypatch):
     assert precheck(config) == "generate"
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     assert config.served_model_name == tiny_model_dir.name
+
+
+def test_a_model_that_fails_to_load_stops_the_server_with_one_line(tmp_path, tiny_model_dir):
+    import shutil
+
+    broken = tmp_path / "no-weights"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "model.safetensors").unlink()
+    from support_server import free_port
+
+    p = subprocess.run([EZRUNNER, "serve", str(broken), "--port", str(free_port())],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1
+    assert "cannot serve the model" in p.stderr
+    assert "ezrunner: error: the server stopped because the model could not be served" in p.stderr
