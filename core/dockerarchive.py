@@ -1,17 +1,21 @@
 """Writing a classic ``docker save`` ("docker-archive") tar by hand, fast.
 
-The bundle is assembled here in one sequential pass:
+The bundle is one byte stream (:func:`bundle_stream`), generated from its sources:
 
 1. ``ezrunner-bundle.json`` (contract C; first member),
 2. the cached engine image's layer tars, copied byte for byte (never recompressed),
-3. the model layer, generated on the fly from the model folder (its size and its
-   diff id are computed up front by :func:`plan_model_layer`, which reads each
-   weight file once, hashing it for the per-file sha256 and for the layer diff id
-   at the same time on two threads),
+3. the model layer, generated on the fly from the model folder
+   (:func:`plan_model_layer` reads each weight file once to get the per-file
+   sha256 and the layer diff id together, on two hash threads),
 4. the image config (named by its sha256) and ``manifest.json``.
 
-Every byte goes through one sha256 (the sidecar) on a helper thread while the
-main thread writes it, into one file or numbered parts (``--split-size``).
+``core.pack`` runs three things at once: pass 1 (the model hashes), the writer
+(the stream with a same-length placeholder first member, into one file or
+numbered parts via :class:`SplitWriter`; it waits for pass 1 only at the model
+layer) and, once pass 1 is done, a hasher replaying the stream with the real
+first member for the sidecar sha256. The placeholder is patched in place at the
+end (:meth:`SplitWriter.patch`). Pieces are 1 MiB: read, hashed and written while
+still in the CPU cache.
 """
 
 from __future__ import annotations
@@ -179,6 +183,7 @@ class SplitWriter:
 
     path_for: Callable[[int], Path]
     part_size: int | None = None
+    hashing: bool = True
     written: int = 0
     paths: list[Path] = field(default_factory=list)
 
@@ -237,6 +242,10 @@ class SplitWriter:
         written, and that hash may still run when this returns: a caller that reuses
         a mutable buffer must alternate two of them (see ArchiveWriter._copy_file)."""
         mv = memoryview(data).cast("B") if not isinstance(data, memoryview) else data
+        if not self.hashing:
+            self._write_raw(mv)
+            self.written += len(mv)
+            return
         self._wait_pending()
         if len(mv) >= 1 << 16:
             self._pending = self._pool.submit(self._h.update, mv)
@@ -244,6 +253,33 @@ class SplitWriter:
             self._h.update(mv)
         self._write_raw(mv)
         self.written += len(mv)
+
+    def patch(self, offset: int, data: bytes) -> None:
+        """Overwrite already written bytes at ``offset`` of the joined stream (the
+        first member, once its hashes are known); the size never changes."""
+        if offset + len(data) > self.written:
+            raise ValueError("patch beyond the written data")
+        pos = 0
+        while pos < len(data):
+            at = offset + pos
+            idx = 0 if self.part_size is None else at // self.part_size
+            inner = at if self.part_size is None else at % self.part_size
+            room = len(data) - pos if self.part_size is None else min(len(data) - pos, self.part_size - inner)
+            piece = data[pos:pos + room]
+            current = self._fh is not None and idx == len(self.paths) - 1
+            try:
+                if current:
+                    os.pwrite(self._fh.fileno(), piece, inner)  # type: ignore[union-attr]
+                else:
+                    fd = os.open(self.paths[idx], os.O_WRONLY)
+                    try:
+                        os.pwrite(fd, piece, inner)
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+            except OSError as exc:
+                self._raise(exc)
+            pos += room
 
     def close(self) -> str:
         """fsync and close; returns the sha256 hex of everything written."""
@@ -334,6 +370,73 @@ class ArchiveWriter:
 
     def finish(self) -> None:
         self.out.write(b"\0" * (2 * BLOCK))
+
+
+# --------------------------------------------------------------------------- the bundle as a stream
+
+
+@dataclass
+class Tail:
+    """What follows the engine layers, known once the model is hashed."""
+
+    layer: ModelLayer
+    layer_name: str  # "<hex>/layer.tar"
+    config_name: str
+    config_raw: bytes
+    manifest_raw: bytes
+
+
+def bundle_stream(first_json: bytes, engine: list[tuple[str, Path, int]], tail: Callable[[], Tail], *, mtime: int,
+                  check: Callable[[], None] | None = None) -> Iterator[bytes | memoryview]:
+    """The docker-archive bundle as a sequence of byte pieces, generated from the
+    sources. Called twice with the same arguments except ``first_json`` (a
+    placeholder of the same length for the writer, the real one for the hasher),
+    it gives the same bytes but for that member. Pieces from files share one
+    buffer: consume each before asking for the next."""
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+
+    def member(name: str, data: bytes) -> Iterator[bytes]:
+        yield tar_header(name, len(data), mtime=mtime)
+        yield data + b"\0" * _pad(len(data))
+
+    def file_body(path: Path, size: int) -> Iterator[memoryview]:
+        got = 0
+        with open(path, "rb", buffering=0) as fh:
+            while got < size:
+                n = fh.readinto(buf)
+                if not n:
+                    break
+                n = min(n, size - got)
+                got += n
+                yield view[:n]
+                if check is not None:
+                    check()
+        if got != size:
+            raise OSError(f"{path} changed size while being copied ({size} -> {got} bytes)")
+
+    yield from member(BUNDLE_MANIFEST, first_json)
+    for name, path, size in engine:
+        yield tar_header(name.split("/")[0] + "/", 0, mode=0o755, mtime=mtime, kind=tarfile.DIRTYPE)
+        yield tar_header(name, size, mtime=mtime)
+        yield from file_body(path, size)
+        yield b"\0" * _pad(size)
+    t = tail()
+    yield tar_header(t.layer_name.split("/")[0] + "/", 0, mode=0o755, mtime=mtime, kind=tarfile.DIRTYPE)
+    yield tar_header(t.layer_name, t.layer.size, mtime=mtime)
+    for e in t.layer.entries:
+        yield e.header
+        if e.source is not None:
+            yield from file_body(e.source, e.size)
+            yield b"\0" * _pad(e.size)
+    yield b"\0" * (2 * BLOCK)
+    yield b"\0" * _pad(t.layer.size)
+    yield from member(t.config_name, t.config_raw)
+    yield from member("manifest.json", t.manifest_raw)
+    yield b"\0" * (2 * BLOCK)
+
+
+BUNDLE_MANIFEST = "ezrunner-bundle.json"
 
 
 # --------------------------------------------------------------------------- docker save reader

@@ -868,7 +868,6 @@ def _write_bundle_work(emit: ev.EventCallback, *, target: Path, part_size: int |
                   export: EngineExport, engine_tag: str, engine_reused: bool, check: Callable[[], None],
                   seconds: dict[str, float], t0: float) -> PackResult:
     from ezrunner.core.dockerarchive import (
-        ArchiveWriter,
         DiskFull,
         SplitWriter,
         image_config_bytes,
@@ -892,66 +891,102 @@ def _write_bundle_work(emit: ev.EventCallback, *, target: Path, part_size: int |
             hint="free some space or write the bundle (-o) elsewhere",
         )
 
-    # pass 1: per-file sha256 + the model layer's diff id (one read of the model)
-    emit(ev.PhaseStarted("export", label="hashing the model", total=model_est))
-    last = [0.0]
+    # The model is hashed (per-file sha256 + the layer diff id, pass 1) on its own
+    # thread WHILE the writer already writes the engine layers behind a placeholder
+    # first member of the same length; the writer waits for pass 1 only at the model
+    # layer. Then a hasher thread replays the same byte stream (with the real first
+    # member) for the sidecar sha256 while the writer goes on; the placeholder is
+    # patched in place at the end.
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
 
-    def hashed(done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - last[0] > 0.1 or done == total:
-            last[0] = now
-            emit(ev.BytesProgress("export", item="hashing model", done=done, total=total))
+    from ezrunner.core.dockerarchive import Tail, bundle_stream, tar_header
 
-    layer = plan_model_layer(folder, model_dir, on_bytes=hashed, check=check)
+    abort = threading.Event()
 
-    # the image config, from the engine's
+    def lcheck() -> None:
+        check()
+        if abort.is_set():
+            raise PackCancelled()
+
     created = B.now_iso()
+    mtime = int(time.time())
     serve_args = serve_args_for(engine, device, served_name=served, plan=plan_dict, max_model_len=max_model_len)
-    labels = model_labels(model=model_id, revision=revision, served_name=served, engine=engine, device=device,
-                          serve_args=serve_args, plan=plan_dict, model_bytes=layer.model_bytes, created=created)
-    cfg = copy.deepcopy(export.config)
-    for k in ("container", "container_config", "docker_version", "id", "parent"):
-        cfg.pop(k, None)
-    cfg["created"] = created
-    cc = cfg.setdefault("config", {})
-    merged = dict(cc.get("Labels") or {})
-    merged.update(labels)
-    cc["Labels"] = merged
-    cc["Cmd"] = serve_args
-    if engine == "vllm":
-        cc["Entrypoint"] = None
-    cc["Healthcheck"] = {
-        "Test": healthcheck_cmd(engine),
-        "Interval": 10_000_000_000, "Timeout": 5_000_000_000,
-        "StartPeriod": (600 if engine == "transformers" else 1200) * 1_000_000_000, "Retries": 3,
-    }
-    cc["ExposedPorts"] = {f"{B.CONTAINER_PORT}/tcp": {}}
-    cc["User"] = f"{B.CONTAINER_UID}:{B.CONTAINER_UID}"
-    cfg["rootfs"] = {"type": "layers", "diff_ids": [d for _p, _s, d in export.layers] + [layer.diff_id]}
-    hist = list(cfg.get("history") or [])
-    hist.append({"created": created, "created_by": f"ezrunner pack: model {model_id} -> {model_dir}", "comment": "ezrunner model layer"})
-    cfg["history"] = hist
-    cfg_raw, config_digest = image_config_bytes(cfg)
-    image_tag = f"ezrunner/{served}:{engine}-{device}-{layer.diff_id.split(':')[1][:12]}"
+    model_bytes = sum(p.stat().st_size for _r, p in model_files)
+    zero = "0" * 64
 
-    manifest = B.BundleManifest(
-        model=model_id, revision=revision, served_model_name=served, files=layer.files,
-        model_bytes=layer.model_bytes, engine=engine, device=device, plan=plan_dict,
-        image_id=config_digest, image_tag=image_tag, ezrunner_version=__version__, created=created,
-    )
+    def bundle_manifest(files: dict[str, str], config_digest: str, image_tag: str) -> B.BundleManifest:
+        return B.BundleManifest(
+            model=model_id, revision=revision, served_model_name=served, files=files,
+            model_bytes=model_bytes, engine=engine, device=device, plan=plan_dict,
+            image_id=config_digest, image_tag=image_tag, ezrunner_version=__version__, created=created,
+        )
+
+    def tag_for(diff_hex: str) -> str:
+        return f"ezrunner/{served}:{engine}-{device}-{diff_hex[:12]}"
+
+    placeholder = bundle_manifest({rel: zero for rel, _p in model_files}, "sha256:" + zero, tag_for(zero)).to_json_bytes()
+
     layer_names: list[str] = []
     seen: dict[str, str] = {}
     for _p, _s, diff in export.layers:
         layer_names.append(seen.setdefault(diff, f"{diff.split(':')[1]}/layer.tar"))
-    model_layer_name = f"{layer.diff_id.split(':')[1]}/layer.tar"
-    docker_manifest = [{
-        "Config": f"{config_digest.split(':')[1]}.json",
-        "RepoTags": [image_tag],
-        "Layers": layer_names + [model_layer_name],
-    }]
-    total = export.size + layer.size + len(cfg_raw) + 64 * 1024
+    engine_items: list[tuple[str, Path, int]] = []
+    written_names: set[str] = set()
+    for (path, size, _diff), name in zip(export.layers, layer_names, strict=True):
+        if name not in written_names:
+            written_names.add(name)
+            engine_items.append((name, path, size))
 
-    # pass 2: write everything, hashing on a helper thread
+    state: dict[str, Any] = {}
+    tail_lock = threading.Lock()
+
+    def tail() -> Tail:
+        with tail_lock:
+            if "tail" in state:
+                return state["tail"]
+            layer = pass1.result()
+            if set(layer.files) != {rel for rel, _p in model_files} or layer.model_bytes != model_bytes:
+                raise OSError("the model folder changed while packing")
+            labels = model_labels(model=model_id, revision=revision, served_name=served, engine=engine, device=device,
+                                  serve_args=serve_args, plan=plan_dict, model_bytes=model_bytes, created=created)
+            cfg = copy.deepcopy(export.config)
+            for k in ("container", "container_config", "docker_version", "id", "parent"):
+                cfg.pop(k, None)
+            cfg["created"] = created
+            cc = cfg.setdefault("config", {})
+            merged = dict(cc.get("Labels") or {})
+            merged.update(labels)
+            cc["Labels"] = merged
+            cc["Cmd"] = serve_args
+            if engine == "vllm":
+                cc["Entrypoint"] = None
+            cc["Healthcheck"] = {
+                "Test": healthcheck_cmd(engine),
+                "Interval": 10_000_000_000, "Timeout": 5_000_000_000,
+                "StartPeriod": (600 if engine == "transformers" else 1200) * 1_000_000_000, "Retries": 3,
+            }
+            cc["ExposedPorts"] = {f"{B.CONTAINER_PORT}/tcp": {}}
+            cc["User"] = f"{B.CONTAINER_UID}:{B.CONTAINER_UID}"
+            cfg["rootfs"] = {"type": "layers", "diff_ids": [d for _p, _s, d in export.layers] + [layer.diff_id]}
+            hist = list(cfg.get("history") or [])
+            hist.append({"created": created, "created_by": f"ezrunner pack: model {model_id} -> {model_dir}", "comment": "ezrunner model layer"})
+            cfg["history"] = hist
+            cfg_raw, config_digest = image_config_bytes(cfg)
+            diff_hex = layer.diff_id.split(":")[1]
+            image_tag = tag_for(diff_hex)
+            layer_name = f"{diff_hex}/layer.tar"
+            docker_manifest = [{"Config": f"{config_digest.split(':')[1]}.json", "RepoTags": [image_tag],
+                                "Layers": layer_names + [layer_name]}]
+            manifest = bundle_manifest(layer.files, config_digest, image_tag)
+            real = manifest.to_json_bytes()
+            if len(real) != len(placeholder):
+                raise AssertionError("the bundle manifest changed length between placeholder and final")
+            state.update(manifest=manifest, real=real, config_digest=config_digest, image_tag=image_tag)
+            state["tail"] = Tail(layer, layer_name, f"{config_digest.split(':')[1]}.json", cfg_raw,
+                                 json.dumps(docker_manifest).encode())
+            return state["tail"]
+
     split = part_size is not None
 
     def path_for(i: int) -> Path:
@@ -962,34 +997,44 @@ def _write_bundle_work(emit: ev.EventCallback, *, target: Path, part_size: int |
             raise AssertionError("unsplit bundle opened a second part")
         return target.with_name(_tmp_name(target))
 
-    out = SplitWriter(path_for, part_size)
+    total = export.size + model_est + 64 * 1024
+    out = SplitWriter(path_for, part_size, hashing=False)
     prog_last = [0.0]
-
-    def on_bytes(done: int) -> None:
-        now = time.monotonic()
-        if now - prog_last[0] > 0.1:
-            prog_last[0] = now
-            emit(ev.BytesProgress("export", item="bundle", done=done, total=total))
-
     emit(ev.PhaseStarted("export", label=f"writing {target.name}", total=total))
+    hashed: dict[str, Any] = {}
+
+    def hash_stream() -> None:
+        h = hashlib.sha256()
+        n = 0
+        try:
+            tail()
+            for piece in bundle_stream(state["real"], engine_items, tail, mtime=mtime, check=lcheck):
+                h.update(piece)
+                n += len(piece)
+            hashed.update(digest=h.hexdigest(), size=n)
+        except BaseException as exc:  # noqa: BLE001 - reported by the writer
+            hashed["error"] = exc
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    pass1 = pool.submit(plan_model_layer, folder, model_dir, check=lcheck)
+    hasher = threading.Thread(target=hash_stream, name="ezrunner-sha256", daemon=True)
     ok = False
     try:
-        aw = ArchiveWriter(out, on_bytes=on_bytes, check=check)
-        mtime = int(time.time())
-        aw.add_bytes(B.BUNDLE_MANIFEST_NAME, manifest.to_json_bytes(), mtime=mtime)
-        written: set[str] = set()
-        for (path, _size, _diff), name in zip(export.layers, layer_names, strict=True):
-            if name in written:
-                continue
-            written.add(name)
-            aw.add_dir(name.split("/")[0], mtime=mtime)
-            aw.add_file(name, path, mtime=mtime)
-        aw.add_dir(model_layer_name.split("/")[0], mtime=mtime)
-        aw.add_model_layer(model_layer_name, layer, mtime=mtime)
-        aw.add_bytes(docker_manifest[0]["Config"], cfg_raw, mtime=mtime)
-        aw.add_bytes("manifest.json", json.dumps(docker_manifest).encode(), mtime=mtime)
-        aw.finish()
-        digest = out.close()
+        hasher.start()
+        for piece in bundle_stream(placeholder, engine_items, tail, mtime=mtime, check=lcheck):
+            out.write(piece)
+            now = time.monotonic()
+            if now - prog_last[0] > 0.1:
+                prog_last[0] = now
+                emit(ev.BytesProgress("export", item="bundle", done=out.written, total=total))
+        out.patch(len(tar_header(B.BUNDLE_MANIFEST_NAME, len(placeholder), mtime=mtime)), state["real"])
+        hasher.join()
+        if "error" in hashed:
+            raise hashed["error"]
+        if hashed["size"] != out.written:
+            raise AssertionError(f"hashed {hashed['size']} bytes but wrote {out.written}")
+        out.close()
+        digest = hashed["digest"]
         size = out.written
         # complete: replace older outputs, rename temporaries, sidecar last
         _remove_old_outputs(target)
@@ -1015,15 +1060,21 @@ def _write_bundle_work(emit: ev.EventCallback, *, target: Path, part_size: int |
         raise EzError(f"could not write the bundle: {exc}") from None
     finally:
         if not ok:
+            abort.set()
+            with contextlib.suppress(BaseException):
+                pass1.exception()
+            if hasher.is_alive():
+                hasher.join()
             out.abort()
+        pool.shutdown(wait=True)
     seconds["export"] = time.monotonic() - te
     seconds["total"] = time.monotonic() - t0
-    result = PackResult(
+    manifest = state["manifest"]
+    return PackResult(
         bundle=str(target), parts=[str(p) for p in finals] if split else [], sidecar=str(sidecar), sha256=digest,
-        size=size, image_tag=image_tag, image_id=config_digest, engine_image=engine_tag, engine_reused=engine_reused,
-        manifest=manifest.to_dict(), seconds={k: round(v, 3) for k, v in seconds.items()},
+        size=size, image_tag=state["image_tag"], image_id=state["config_digest"], engine_image=engine_tag,
+        engine_reused=engine_reused, manifest=manifest.to_dict(), seconds={k: round(v, 3) for k, v in seconds.items()},
     )
-    return result
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -304,3 +304,16 @@ def test_stale_temporaries_of_dead_packs_are_removed(tmp_path):
         p.write_bytes(b"x")
     _clean_stale(tmp_path / "b.tar")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name])
+
+
+def test_split_writer_patch_spans_parts(tmp_path):
+    data = bytearray(os.urandom(3 * 1024 * 1024))
+    w = SplitWriter(lambda i: B.part_path(tmp_path / "b.tar", i), 1024 * 1024, hashing=False)
+    w.write(bytes(data))
+    patch = b"P" * 40
+    w.patch(1024 * 1024 - 20, patch)  # across part 1 -> 2 (both closed by now)
+    w.patch(3 * 1024 * 1024 - 8, b"Q" * 8)  # inside the open last part
+    w.close()
+    data[1024 * 1024 - 20:1024 * 1024 + 20] = patch
+    data[-8:] = b"Q" * 8
+    assert b"".join(p.read_bytes() for p in B.find_parts(tmp_path / "b.tar")) == bytes(data)
