@@ -28,6 +28,13 @@ async def test_an_unexpected_worker_error_becomes_a_modal_not_a_crash():
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, ErrorDialog), what="modal closed")
         assert app.is_running
+        # a screen's worker: its StateChanged bubbles to the same App handler
+        app.action_open_chat("http://127.0.0.1:9/v1", "", "m")
+        await until(pilot, lambda: isinstance(app.screen, ChatScreen), what="chat")
+        app.screen.run_worker(failing, thread=True, exit_on_error=False, description="screen job", group="test")
+        await until(pilot, lambda: isinstance(app.screen, ErrorDialog), what="error modal for a screen worker")
+        assert "screen job failed" in screen_text(app)
+        assert app.errors_shown == ["the engine went away", "the engine went away"]
 
 
 async def test_command_palette_lists_the_screens_actions():
@@ -100,3 +107,25 @@ async def test_searching_with_no_source_says_so(tmp_path):
         await pilot.press(*"qwen", "enter")
         await pilot.pause()
         assert "Tick at least one source" in str(app.screen.query_one("#search-notice").content)
+
+
+async def test_keymap_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("EZRUNNER_KEYMAP", "run.filter=f, app.pack=f9")
+    app = EzRunnerApp(show_version=False, nvml=FakeNvml(missing=True), bundle_dir=str(tmp_path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f9")
+        await until(pilot, lambda: type(app.screen).__name__ == "SearchScreen", what="f9 opens the pack wizard")
+        await pilot.press("escape")
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, RunScreen), what="run screen")
+        app.screen.query_one("#run-tree").focus()
+        await pilot.press("f")
+        await until(pilot, lambda: app.screen.query_one("#run-filter", Input).has_focus, what="f opens the filter")
+
+
+def test_a_bad_keymap_is_ignored_with_a_reason(monkeypatch):
+    from ezrunner.tui.app import parse_keymap
+
+    assert parse_keymap("run.filter=f, chat.save = ctrl+w") == {"run.filter": "f", "chat.save": "ctrl+w"}
+    assert parse_keymap("nonsense") == {}
+    assert parse_keymap("") == {}

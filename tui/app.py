@@ -35,6 +35,18 @@ class WorkerFailed(Message):
         self.error = error
 
 
+def parse_keymap(text: str) -> dict[str, str]:
+    """``EZRUNNER_KEYMAP``: ``binding-id=keys`` pairs separated by commas, e.g.
+    ``run.filter=f,app.pack=f9`` (ids are listed in docs/commands/tui.md).
+    Malformed pairs are skipped."""
+    keymap: dict[str, str] = {}
+    for pair in text.split(","):
+        binding_id, sep, keys = pair.partition("=")
+        if sep and binding_id.strip() and keys.strip():
+            keymap[binding_id.strip()] = keys.strip()
+    return keymap
+
+
 def error_text(error: BaseException) -> tuple[str, str | None]:
     """The one line (and hint) a user sees for an exception."""
     message = getattr(error, "message", None) or str(error) or type(error).__name__
@@ -88,6 +100,13 @@ class EzRunnerApp(App[None]):
         self.build_job: Any = None
         self.errors_shown: list[str] = []
 
+    def on_mount(self) -> None:
+        import os
+
+        keymap = parse_keymap(os.environ.get("EZRUNNER_KEYMAP", ""))
+        if keymap:
+            self.set_keymap(keymap)
+
     # ---- screens ------------------------------------------------------------------------------
     def get_default_screen(self) -> Screen:
         from ezrunner.tui.screens.welcome import WelcomeScreen
@@ -138,6 +157,11 @@ class EzRunnerApp(App[None]):
     # ---- errors: ONE handler for every worker ---------------------------------------------------
     @on(Worker.StateChanged)
     def _worker_state_changed(self, event: Worker.StateChanged) -> None:
+        self.handle_worker_state(event)
+
+    def handle_worker_state(self, event: Worker.StateChanged) -> None:
+        """The one place worker errors go (screens forward theirs: the message
+        does not bubble)."""
         if event.state != WorkerState.ERROR:
             return
         error = event.worker.error

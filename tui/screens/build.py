@@ -7,12 +7,12 @@ from typing import Any
 
 from ezrunner.tui.build_job import BuildJob, ItemProgress
 from ezrunner.tui.format import human_bytes, human_duration
+from ezrunner.tui.screens.base import EzScreen
 from ezrunner.tui.widgets.log_tail import LogTail
 from ezrunner.tui.widgets.steps import StepIndicator
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, ProgressBar, Static
 
 PHASES = (("download", "Download"), ("build", "Build"), ("export", "Export"))
@@ -30,7 +30,7 @@ def item_line(name: str, item: ItemProgress) -> str:
     return " · ".join(parts)
 
 
-class BuildScreen(Screen[None]):
+class BuildScreen(EzScreen[None]):
     BINDINGS = [
         Binding("escape", "back", "Back", id="build.back"),
         Binding("x", "cancel_build", "Cancel build", id="build.cancel"),

@@ -10,11 +10,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ezrunner.tui.screens.base import EzScreen
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, Markdown, Static, TextArea
 
 DEFAULT_URL = "http://127.0.0.1:8000/v1"
@@ -71,7 +71,7 @@ def describe_api_error(error: BaseException, base_url: str) -> str:
     return f"server error: {message}"
 
 
-class ChatScreen(Screen[None]):
+class ChatScreen(EzScreen[None]):
     """Opened from the run screen on a ready bundle, or pointed at a base URL."""
 
     BINDINGS = [

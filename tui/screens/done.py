@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from ezrunner.tui.format import human_bytes, pick
+from ezrunner.tui.screens.base import EzScreen
 from ezrunner.tui.widgets.steps import StepIndicator
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 
@@ -66,7 +66,7 @@ def target_commands(facts: dict[str, Any]) -> list[str]:
     return lines
 
 
-class DoneScreen(Screen[None]):
+class DoneScreen(EzScreen[None]):
     BINDINGS = [
         Binding("escape", "back", "Back", id="done.back"),
         Binding("r", "app.open_run", "Run it here", id="done.run"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ezrunner.tui.format import human_bytes, pick
+from ezrunner.tui.screens.base import EzScreen
 from ezrunner.tui.widgets.steps import StepIndicator
 from ezrunner.tui.widgets.toggles import MarkCheckbox as Checkbox
 from ezrunner.tui.widgets.toggles import MarkRadioButton as RadioButton
@@ -14,7 +15,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import (
     ContentSwitcher,
     DataTable,
@@ -35,7 +35,7 @@ MODES = (
 )
 
 
-class HardwareScreen(Screen[None]):
+class HardwareScreen(EzScreen[None]):
     BINDINGS = [
         Binding("escape", "back", "Back", id="hardware.back"),
         Binding("ctrl+n", "next", "Next", id="hardware.next"),

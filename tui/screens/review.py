@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ezrunner.tui.format import pick
+from ezrunner.tui.screens.base import EzScreen
 from ezrunner.tui.widgets.steps import StepIndicator
 from rich.table import Table
 from rich.text import Text
@@ -14,7 +15,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Header, Input, Label, Select, Static
 
@@ -59,7 +59,7 @@ def reasons_text(plan: dict[str, Any]) -> Text:
     return text
 
 
-class ReviewScreen(Screen[None]):
+class ReviewScreen(EzScreen[None]):
     BINDINGS = [
         Binding("escape", "back", "Back", id="review.back"),
         Binding("ctrl+n", "next", "Build", id="review.next"),

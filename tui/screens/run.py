@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from ezrunner.tui.format import human_bytes, human_duration, pick
+from ezrunner.tui.screens.base import EzScreen
 from ezrunner.tui.widgets.log_tail import LogTail
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import (
     DataTable,
     DirectoryTree,
@@ -39,7 +39,7 @@ class BundleTree(DirectoryTree):
         return [p for p in paths if not p.name.startswith(".") and (p.is_dir() or is_bundle_name(p.name))]
 
 
-class RunScreen(Screen[None]):
+class RunScreen(EzScreen[None]):
     BINDINGS = [
         Binding("escape", "back", "Back", id="run.back"),
         Binding("v", "verify", "Verify", id="run.verify"),

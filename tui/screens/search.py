@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from ezrunner.tui.format import human_bytes, human_count, pick, yes_no
+from ezrunner.tui.screens.base import EzScreen
 from ezrunner.tui.widgets.steps import StepIndicator
 from ezrunner.tui.widgets.toggles import MarkCheckbox as Checkbox
 from textual import on, work
@@ -14,7 +15,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 SOURCE_LABELS = {"hf": "HF", "modelscope": "ModelScope", "local": "Local"}
@@ -29,7 +29,7 @@ def looks_like_path(text: str) -> bool:
     return text.startswith(("/", "./", "../", "~")) or os.path.isdir(os.path.expanduser(text))
 
 
-class SearchScreen(Screen[None]):
+class SearchScreen(EzScreen[None]):
     BINDINGS = [
         Binding("escape", "back", "Back", id="search.back"),
         Binding("slash", "focus_query", "Search", id="search.focus"),

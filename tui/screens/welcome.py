@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from ezrunner.tui.screens.base import EzScreen
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import Screen
 from textual.widgets import Footer, Header, OptionList, Static
 from textual.widgets.option_list import Option
 
@@ -20,7 +20,7 @@ WELCOME = """\
 """
 
 
-class WelcomeScreen(Screen[None]):
+class WelcomeScreen(EzScreen[None]):
     BINDINGS = [
         Binding("p", "app.open_pack", "Pack", id="welcome.pack"),
         Binding("r", "app.open_run", "Run", id="welcome.run"),
