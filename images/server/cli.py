@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import LoadError, ServerConfig
+from .config import API_KEY_ENV, LoadError, ServerConfig
 
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 
@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     model_dir = Path(args.model_dir).expanduser()
     name = args.served_model_name or model_dir.resolve().name
-    api_key = args.api_key if args.api_key is not None else (os.environ.get("EZRUNNER_API_KEY") or None)
+    api_key = args.api_key if args.api_key is not None else (os.environ.get(API_KEY_ENV) or None)
     return ServerConfig(
         model_dir=str(model_dir),
         served_model_name=name,

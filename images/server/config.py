@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# What the packer and the run side need to know about this server (contract A).
+PORT = 8000  # the port inside the image
+READY_PATH = "/ready"  # 503 until the model is loaded and warmed up, then 200
+HEALTH_PATH = "/health"  # 200 while the process lives
+API_KEY_ENV = "EZRUNNER_API_KEY"  # how the run side passes the key to a container
+
 
 class LoadError(Exception):
     """The model cannot be served; the message says why and what to do."""
