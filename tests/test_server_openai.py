@@ -241,3 +241,11 @@ def test_metrics_expose_the_required_series(gen_server, client):
     assert m['ezrunner_e2e_request_latency_seconds_count{endpoint="/v1/chat/completions"}'] >= 1
     assert "ezrunner_requests_running" in m and "ezrunner_requests_waiting" in m
     assert m["ezrunner_batch_sequences_count"] >= 1
+
+
+def test_many_embedding_inputs_keep_their_order(embed_client):
+    texts = [f"sentence number {i}" for i in range(70)]  # more than one internal batch of 64
+    r = embed_client.embeddings.create(model="minilm", input=texts)
+    assert [d.index for d in r.data] == list(range(70))
+    single = embed_client.embeddings.create(model="minilm", input=texts[66]).data[0].embedding
+    assert _cos(r.data[66].embedding, single) > 0.9999

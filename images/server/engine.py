@@ -510,7 +510,17 @@ class EmbeddingEngine:
     def count_tokens(self, texts: list[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
 
-    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+    def embed(self, texts: list[str], batch_size: int = 64) -> tuple[list[list[float]], int]:
+        """Embed ``texts`` in forward passes of up to ``batch_size`` inputs (bounded memory)."""
+        vectors: list[list[float]] = []
+        n_tokens = 0
+        for i in range(0, len(texts), batch_size):
+            v, n = self._embed_batch(texts[i : i + batch_size])
+            vectors.extend(v)
+            n_tokens += n
+        return vectors, n_tokens
+
+    def _embed_batch(self, texts: list[str]) -> tuple[list[list[float]], int]:
         import torch
 
         with self._lock, torch.inference_mode():
