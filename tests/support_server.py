@@ -151,7 +151,8 @@ def gen_server(tiny_model_dir, server_package, tmp_path_factory):
     env = {"PYTHONPATH": str(server_package), "EZRUNNER_SERVER_FAULT_PROMPT": FAULT_PROMPT,
            "EZRUNNER_API_KEY": API_KEY}
     cmd = [sys.executable, "-c", BLOCKER, str(tiny_model_dir), "--port", str(port),
-           "--served-model-name", "tiny-chat", "--max-concurrency", "16", "--max-queue", "64"]
+           "--served-model-name", "tiny-chat", "--max-concurrency", "16", "--max-queue", "64",
+           "--dtype", "float32"]  # float32: greedy outputs compared token for token with generate()
     server = start_server("generation", cmd, log_path, port, env=env, cwd=server_package, api_key=API_KEY)
     yield server
     server.stop()
