@@ -218,3 +218,19 @@ def test_run_screen_docker_down_with_logs(snap_compare, tmp_path, monkeypatch):
 
     app = _wizard_app(bundle_dir=str(folder))
     assert snap_compare(app, run_before=run_before, terminal_size=(80, 24))
+
+
+def test_review_no_fit_without_colour(snap_compare, tiny_model_dir, monkeypatch):
+    """NO_COLOR: the verdict, the warnings' severity and the current step stay readable."""
+    monkeypatch.setenv("NO_COLOR", "1")
+
+    async def run_before(pilot):
+        from ezrunner.core.hardware import manual_profile
+        from ezrunner.tui.screens.review import ReviewScreen
+
+        app = pilot.app
+        _prepare(app, tiny_model_dir, manual_profile(gpu_count=0, ram_gib=0.5))
+        app.push_screen(ReviewScreen())
+        await _settle(pilot, lambda: app.wizard.plan is not None, "plan")
+
+    assert snap_compare(_wizard_app(), run_before=run_before, terminal_size=(80, 24))
