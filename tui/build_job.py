@@ -51,6 +51,7 @@ class BuildProgress:
     totals: dict[str, ItemProgress] = field(default_factory=dict)  # per phase
     items: dict[str, dict[str, ItemProgress]] = field(default_factory=dict)  # phase -> item -> progress
     current_item: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)  # the label of a phase's aggregate progress
     step: tuple[int, int | None, str] | None = None
     finished: dict[str, bool] = field(default_factory=dict)
     notices: list[tuple[str, str]] = field(default_factory=list)
@@ -68,7 +69,15 @@ class BuildProgress:
             self.totals[phase] = ItemProgress(0, event.total, now, now)
         elif isinstance(event, ev.BytesProgress):
             per = self.items.setdefault(phase, {})
-            if event.item:
+            phase_total = self.totals.get(phase)
+            # progress of the whole phase: no item, or an item that is only a label
+            # (its total is the phase's own total, e.g. "12.3 MB/s" or the bundle name)
+            aggregate = not event.item or (
+                phase_total is not None and phase_total.total is not None and event.total == phase_total.total
+            )
+            if aggregate and event.item:
+                self.labels[phase] = event.item
+            if not aggregate:
                 item = per.setdefault(event.item, ItemProgress(started_at=now))
                 item.done, item.updated_at = event.done, now
                 if event.total is not None:
@@ -77,8 +86,6 @@ class BuildProgress:
                 total = self.totals.setdefault(phase, ItemProgress(started_at=now))
                 total.done = sum(i.done for i in per.values())
                 total.updated_at = now
-                if total.total is None and all(i.total is not None for i in per.values()):
-                    total.total = None  # unknown until PhaseStarted says
             else:
                 total = self.totals.setdefault(phase, ItemProgress(started_at=now))
                 total.done, total.updated_at = event.done, now

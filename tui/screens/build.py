@@ -111,6 +111,9 @@ class BuildScreen(EzScreen[None]):
                 name = p.current_item[phase]
                 detail = f"{phase} file " + item_line(name, p.items[phase][name])
                 break
+            if phase in p.labels:
+                detail = f"{phase}: {p.labels[phase]}"
+                break
         self.query_one("#build-detail", Static).update(detail)
         status = self.query_one("#build-status", Static)
         status.set_class(p.state == "failed", "failed")
