@@ -54,7 +54,9 @@ async def _settle(pilot, condition, what):
     await pilot.pause()
 
 
-def test_search_without_a_hub(snap_compare):
+def test_search_without_a_hub(snap_compare, private_caches):
+    """(private_caches: other tests may leave HF_HUB_OFFLINE set in this process.)"""
+
     async def run_before(pilot):
         app = pilot.app
         app.wizard.sources = {"hf", "modelscope"}
