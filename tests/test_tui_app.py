@@ -129,3 +129,29 @@ def test_a_bad_keymap_is_ignored_with_a_reason(monkeypatch):
     assert parse_keymap("run.filter=f, chat.save = ctrl+w") == {"run.filter": "f", "chat.save": "ctrl+w"}
     assert parse_keymap("nonsense") == {}
     assert parse_keymap("") == {}
+
+
+def test_line_batcher_hands_over_batches_not_lines():
+    import threading
+    import time
+
+    import pytest
+    from ezrunner.tui.batching import LineBatcher
+
+    with pytest.raises(ValueError):
+        LineBatcher(lambda batch: None, interval=0.01)  # below 50 ms: too many UI calls
+    batches: list[list[str]] = []
+    batcher = LineBatcher(batches.append, interval=0.05)
+
+    def produce() -> None:
+        for i in range(200):
+            batcher.add([f"line {i}"])
+            time.sleep(0.001)
+        batcher.flush()
+
+    worker = threading.Thread(target=produce)
+    worker.start()
+    worker.join()
+    lines = [line for batch in batches for line in batch]
+    assert lines == [f"line {i}" for i in range(200)]
+    assert 1 < len(batches) < 50  # ~200 ms of lines in a handful of 50 ms batches
