@@ -45,6 +45,7 @@ from ezrunner.core import bundle as B
 from ezrunner.core import events as ev
 from ezrunner.core import locations
 from ezrunner.core.errors import EzError, UsageError
+from ezrunner.core.units import human_bytes
 
 from ezrunner._version import __version__
 
@@ -859,7 +860,7 @@ def _write_bundle(**kwargs: Any) -> Iterator[ev.Event]:
     if "error" in box:
         raise box["error"]
     result: PackResult = box["result"]
-    yield ev.PhaseFinished("export", detail=f"{Path(result.bundle).name}: {_human(result.size)} in {result.seconds.get('total', 0):.1f} s",
+    yield ev.PhaseFinished("export", detail=f"{Path(result.bundle).name}: {human_bytes(result.size)} in {result.seconds.get('total', 0):.1f} s",
                            data=result.to_dict())
 
 
@@ -887,7 +888,7 @@ def _write_bundle_work(emit: ev.EventCallback, *, target: Path, part_size: int |
     free = shutil.disk_usage(target.parent).free
     if free < estimate + MIN_FREE_MARGIN:
         raise EzError(
-            f"not enough free space in {target.parent}: the bundle needs about {_human(estimate)}, {_human(free)} free",
+            f"not enough free space in {target.parent}: the bundle needs about {human_bytes(estimate)}, {human_bytes(free)} free",
             hint="free some space or write the bundle (-o) elsewhere",
         )
 
@@ -1084,14 +1085,6 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def pack(model: str, output: str | os.PathLike[str], *, on_event: ev.EventCallback | None = None,

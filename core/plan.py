@@ -38,6 +38,7 @@ from typing import Any
 from ezrunner.core import modelinfo
 from ezrunner.core.errors import UsageError
 from ezrunner.core.hardware import GiB, HardwareProfile
+from ezrunner.core.units import human_bytes
 
 # ---------------------------------------------------------------- tunables (documented)
 RUNTIME_RESERVE = 1 * GiB  # per GPU: CUDA context, workspaces, CUDA graphs
@@ -464,17 +465,6 @@ def make_plan(
 
 
 # ------------------------------------------------------------------- rendering
-
-def human_bytes(n: int | float | None) -> str:
-    if n is None:
-        return "-"
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
 
 def plan_rows(plan: Plan) -> list[tuple[str, str]]:
     """The plan as (label, value) rows: what the CLI table and the TUI review screen show."""

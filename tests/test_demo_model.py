@@ -6,7 +6,6 @@ import json
 import struct
 
 import pytest
-
 from ezrunner.core.demo_model import PRESETS, write_demo_model
 from ezrunner.core.errors import UsageError
 

@@ -4,19 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ezrunner.core.units import human_bytes
 
-def human_bytes(value: Any) -> str:
-    if value is None or value == "":
-        return "-"
-    try:
-        n = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
+__all__ = ["human_bytes", "human_count", "human_duration", "pick", "yes_no"]
 
 
 def human_count(value: Any) -> str:

@@ -44,7 +44,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def format_profile(prof) -> str:
-    from ezrunner.core.plan import human_bytes
+    from ezrunner.core.units import human_bytes
 
     lines = []
     if prof.gpus:

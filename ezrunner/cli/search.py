@@ -64,7 +64,7 @@ def _params(n) -> str:
 
 
 def format_outcome(outcome) -> str:
-    from ezrunner.core.plan import human_bytes
+    from ezrunner.core.units import human_bytes
 
     lines = []
     if outcome.results:
@@ -84,7 +84,7 @@ def format_outcome(outcome) -> str:
 
 
 def format_details(d) -> str:
-    from ezrunner.core.plan import human_bytes
+    from ezrunner.core.units import human_bytes
 
     x = d.to_dict()
     rows = [
