@@ -125,7 +125,9 @@ async def test_whole_pack_wizard_to_done(packed_bundle, base_image, tiny_model_d
         await set_input(pilot, app, "#opt-output", str(target))
         await set_input(pilot, app, "#opt-base", base_image)
         await pilot.press("ctrl+n")
-        await until(pilot, lambda: isinstance(app.screen, BuildScreen), what="build screen")
+        # With the engine image cached the export can finish before the first check,
+        # so the build screen may already have handed over to the Done screen.
+        await until(pilot, lambda: isinstance(app.screen, (BuildScreen, DoneScreen)), what="build screen")
         await until(pilot, lambda: isinstance(app.screen, DoneScreen), timeout=900, what="done screen")
         done = app.screen
         facts = done.facts
