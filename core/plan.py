@@ -44,7 +44,7 @@ from ezrunner.core.units import human_bytes
 RUNTIME_RESERVE = 1 * GiB  # per GPU: CUDA context, workspaces, CUDA graphs
 MAX_NUM_BATCHED_TOKENS = 2048  # vLLM default for the OpenAI server
 MAX_NUM_SEQS = 256  # vLLM default concurrency cap
-TRANSFORMERS_MAX_CONCURRENCY = 4  # the embedded server batches a few requests at most
+TRANSFORMERS_MAX_CONCURRENCY = 32  # the embedded server's own default (--max-concurrency): one continuous batch
 MIN_CONTEXT = 2048  # below this a capped context is not worth serving
 VLLM_MIN_CC = 7.0
 BF16_MIN_CC = 8.0
