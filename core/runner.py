@@ -553,7 +553,10 @@ def start(
         detach=True,
         labels=run_labels,
         environment=env,
-        restart_policy={"Name": "unless-stopped"},
+        # No restart until the server has come up once: a model that crashes at
+        # start must stay exited with its exit code, not loop. wait_ready() arms
+        # unless-stopped when the server is ready (or keeps starting in the background).
+        restart_policy={"Name": "no"},
         device_requests=device_requests or None,
     )
     if publish:
@@ -683,6 +686,17 @@ def likely_cause(lines: list[str] | tuple[str, ...], *, oom_killed: bool = False
     return None
 
 
+RESTART_POLICY = {"Name": "unless-stopped"}
+
+
+def arm_restart_policy(container) -> None:
+    """Give a started bundle its lasting restart policy (unless-stopped)."""
+    try:
+        container.update(restart_policy=RESTART_POLICY)
+    except Exception:  # noqa: BLE001 - a container gone meanwhile has nothing to arm
+        pass
+
+
 class _ExitWatcher:
     """Waits for the container's first exit in a thread (POST /wait returns the
     exit code even when the restart policy restarts it at once)."""
@@ -709,6 +723,13 @@ class _ExitWatcher:
             self.code = int(res.get("StatusCode", -1))
         except Exception:  # noqa: BLE001 - closed by close(), or the container vanished
             pass
+
+    def result(self, timeout: float) -> int | None:
+        """The first exit code seen, waiting up to ``timeout`` seconds for it."""
+        thread = getattr(self, "_thread", None)
+        if thread is not None and self.code is None:
+            thread.join(timeout)
+        return self.code
 
     def close(self) -> None:
         if self._client is None:
@@ -782,14 +803,22 @@ def wait_ready(
                 emit(PhaseFinished("ready", ok=True, detail=f"ready in {elapsed:.0f}s",
                                    data={"base_url": running.base_url, "model": labels.served_model_name,
                                          "elapsed": elapsed, "name": running.name}))
+                arm_restart_policy(container)
                 return Ready(running, elapsed)
             tail = _log_tail(container, 3)
             if tail:
                 latest = tail[-1]
             emit(StepProgress("ready", index=int(elapsed), count=int(limit), name=latest))
             if exited:
-                time.sleep(0.3)  # let the exit code arrive
-                code = watcher.code if watcher.code is not None else state.get("ExitCode")
+                # The exit code comes from the watcher (the restart policy may already
+                # have restarted the container, and a running container's State.ExitCode
+                # is 0). Under load it can take a moment to arrive, or the next crash.
+                if state.get("Status") in ("exited", "dead"):
+                    code = watcher.code if watcher.code is not None else state.get("ExitCode")
+                else:
+                    code = watcher.result(timeout=15.0)
+                    if code is None and state.get("Restarting"):
+                        code = state.get("ExitCode")
                 if stop_on_failure:
                     try:
                         container.stop(timeout=5)
@@ -797,20 +826,20 @@ def wait_ready(
                         pass
                     container.reload()
                     state = container.attrs.get("State") or {}
-                    if code is None:
-                        code = state.get("ExitCode")
                 lines = _log_tail(container, LOG_TAIL_ON_FAILURE)
                 cause = likely_cause(lines, oom_killed=bool(state.get("OOMKilled")), exit_code=code)
                 emit(LogLines("ready", lines=tuple(lines)))
                 because = f"; likely cause: {cause}" if cause else ""
-                emit(PhaseFinished("ready", ok=False, detail=f"exited with code {code}{because}"))
+                how = f"exited with code {code}" if code is not None else "exited (exit code unknown)"
+                emit(PhaseFinished("ready", ok=False, detail=f"{how}{because}"))
                 raise ReadyError(
-                    f"{running.name} exited with code {code} before it was ready{because}",
+                    f"{running.name} {how} before it was ready{because}",
                     hint=f"the last {len(lines)} log lines are above; `ezrunner logs {running.name}` shows all, "
                     f"`ezrunner stop {running.name} --remove` removes it",
                     container_exit_code=code, log_tail=tuple(lines), cause=cause,
                 )
             if cancelled is not None and cancelled():
+                arm_restart_policy(container)
                 raise RunCancelled(
                     f"stopped waiting; {running.name} keeps starting in the background",
                     hint=f"`ezrunner logs -f {running.name}` follows it, `ezrunner stop {running.name}` stops it",
@@ -821,6 +850,7 @@ def wait_ready(
                 emit(LogLines("ready", lines=tuple(lines)))
                 because = f"; likely cause: {cause}" if cause else ""
                 emit(PhaseFinished("ready", ok=False, detail=f"not ready after {limit:.0f}s{because}"))
+                arm_restart_policy(container)  # left running: it gets its lasting policy
                 raise ReadyError(
                     f"{running.name} was not ready after {limit:.0f}s (it is still running, no exit code yet){because}",
                     hint=f"follow it with `ezrunner logs -f {running.name}`, wait longer with --ready-timeout, "

@@ -54,13 +54,15 @@ def test_verify_load_skip_start_ready_ps_logs_stop(docker_engine, mini_bundle, n
     events.clear()
     running = runner.start(docker_engine, image, name=name, port=port, api_key="s3cret", on_event=events.append)
     attrs = running.container.attrs
-    assert attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    assert attrs["HostConfig"]["RestartPolicy"]["Name"] == "no"  # until it has come up once
     assert attrs["HostConfig"]["PortBindings"] == {"8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
     assert "EZRUNNER_API_KEY=s3cret" in attrs["Config"]["Env"]
     assert attrs["Config"]["Cmd"] == ["python3", "/opt/mini/server.py"]  # the image's CMD, nothing passed
     assert not attrs["HostConfig"].get("DeviceRequests")
     ready = runner.wait_ready(docker_engine, running, timeout=60, on_event=events.append, poll=0.3)
     assert ready.base_url == f"http://127.0.0.1:{port}/v1" and ready.model == "mini"
+    running.container.reload()
+    assert running.container.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
     waits = [e for e in events if isinstance(e, StepProgress) and e.phase == "ready"]
     assert waits and any(e.name.startswith(("mini server", "listening", "request")) for e in waits)  # latest log line
     assert isinstance(events[-1], PhaseFinished) and events[-1].ok
@@ -149,7 +151,7 @@ def test_crash_at_start_shows_exit_code_last_lines_and_cause(docker_engine, mini
     proc = _ezrunner("run", str(mini_crash_bundle), "--name", name, "--port", str(_free_port()), "--detach",
                      "--ready-timeout", "60")
     assert proc.returncode == 1, proc.stderr
-    assert f"ezrunner: error: {name} exited with code 3 before it was ready; likely cause: a file of the model is missing" in proc.stderr
+    assert f"ezrunner: error: {name} exited with code 3 before it was ready; likely cause: a file of the model is missing" in proc.stderr, proc.stderr
     assert "FileNotFoundError: [Errno 2] No such file or directory: '/models/mini/model.safetensors'" in proc.stderr
     assert "--- last" in proc.stderr
     c = docker_engine.containers.get(name)
