@@ -7,6 +7,7 @@ except when ``CI=true``: there a missing engine is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -21,6 +22,26 @@ EZRUNNER = str(Path(sys.executable).parent / "ezrunner")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 pytest_plugins = ["support_tui", "support_server", "support_run", "support_pack"]
+
+
+@contextlib.contextmanager
+def local_http_server(handler, path: str = ""):
+    """Serve ``handler`` (a BaseHTTPRequestHandler class) on 127.0.0.1 and a free
+    port in a daemon thread; yields ``http://127.0.0.1:PORT`` + ``path``. This is how
+    the tests replay hub APIs and fake broken servers, never by patching libraries."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}{path}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
 
 
 @pytest.fixture(autouse=True)

@@ -6,10 +6,10 @@ real server cannot be made to do."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
+from conftest import local_http_server
 
 
 def chat_url(server) -> str:
@@ -51,14 +51,8 @@ class _Broken(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def broken_stream_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Broken)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with local_http_server(_Broken, "/v1") as url:
+        yield url
 
 
 # ---------------------------------------------------------------------------- NVML
@@ -164,13 +158,8 @@ def replay_hub():
     (tests/fixtures/hub, served by test_discovery's handler)."""
     from test_discovery import _Replay
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Replay)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield {"hf": url, "modelscope": url, "timeout": 10}
-    server.shutdown()
-    server.server_close()
+    with local_http_server(_Replay) as url:
+        yield {"hf": url, "modelscope": url, "timeout": 10}
 
 
 @pytest.fixture

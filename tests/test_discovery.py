@@ -12,14 +12,13 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
 import pytest
-from conftest import EZRUNNER
+from conftest import EZRUNNER, local_http_server
 from ezrunner.core import discovery
 from ezrunner.core.errors import EzError, UsageError
 
@@ -107,13 +106,8 @@ class _Replay(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def hub_server():
     _Replay.log = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Replay)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    t.join(5)
+    with local_http_server(_Replay) as url:
+        yield url
 
 
 @pytest.fixture

@@ -9,13 +9,12 @@ import json
 import os
 import socket
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
-from conftest import EZRUNNER
+from conftest import EZRUNNER, local_http_server
 from ezrunner.core import bundle as B
 from support_pack import pack_home
 
@@ -111,13 +110,8 @@ def fake_hub(tiny_model_dir):
     _Hub.files = {p.relative_to(tiny_model_dir).as_posix(): p.read_bytes() for p in tiny_model_dir.rglob("*") if p.is_file()}
     _Hub.files["pytorch_model.bin"] = b"\0" * 4096  # a duplicate that must be skipped
     _Hub.log = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    t.join(5)
+    with local_http_server(_Hub) as url:
+        yield url
 
 
 def _env(tmp_path: Path, endpoint: str, home: Path, **extra: str) -> dict[str, str]:

@@ -183,10 +183,9 @@ asyncio.run(main())
 
 @pytest.fixture
 def slow_hub(tiny_model_dir):
-    import threading
     import time
-    from http.server import ThreadingHTTPServer
 
+    from conftest import local_http_server
     from test_pack_download import _Hub
 
     class SlowHub(_Hub):
@@ -209,13 +208,8 @@ def slow_hub(tiny_model_dir):
     SlowHub.files = {p.relative_to(tiny_model_dir).as_posix(): p.read_bytes()
                      for p in tiny_model_dir.rglob("*") if p.is_file()}
     SlowHub.log = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowHub)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with local_http_server(SlowHub) as url:
+        yield url
 
 
 def test_cancelling_a_build_while_downloading_stops_and_leaves_no_bundle(slow_hub, tmp_path):
