@@ -10,6 +10,9 @@ mode=${1:-}
 case "$mode" in app|test) ;; *) echo "usage: ./dev.sh app|test [ARGS...]" >&2; exit 2 ;; esac
 
 say() { printf '[dev.sh] %s\n' "$*" >&2; }
+# pip -q still warns about every find-links/index location that lacks a package;
+# keep real errors, drop that noise.
+pipq() { "$py" -m pip "$@" 2>&1 | { grep -v -e "is ignored: it is neither a file nor a directory" -e "BuildBackendWarning" || true; }; }
 venv=${EZ_VENV:-.venv}
 py="$venv/bin/python"
 
@@ -31,16 +34,16 @@ fi
 if [ ! -x "$py" ]; then
   say "creating $venv"
   python3 -m venv "$venv"
-  "$py" -m pip install -q --upgrade pip >/dev/null
+  pipq install -q --upgrade pip >/dev/null
 fi
 if ! "$py" -c "import torch" >/dev/null 2>&1; then
   say "installing torch==2.13.0 (CPU build)"
-  "$py" -m pip install -q "torch==${EZ_TORCH_VERSION:-2.13.0}"
+  pipq install -q "torch==${EZ_TORCH_VERSION:-2.13.0}"
 fi
 stamp="$venv/.ezrunner-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   say "installing ezrunner[serve,dev] (editable)"
-  "$py" -m pip install -q -e ".[serve,dev]"
+  pipq install -q -e ".[serve,dev]"
   touch "$stamp"
 fi
 
