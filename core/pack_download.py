@@ -155,16 +155,23 @@ def download_model(repo_id: str, *, revision: str | None, token: str | None, che
         return Path(path)
 
     try:
-        for item in _threaded(work, check):
-            if isinstance(item, ev.Event):
-                yield item
-            else:
-                path = item
+        path = yield from _drain(work, check)
     except EzError:
         raise
     except Exception as exc:  # noqa: BLE001 - mapped to one line
         raise _hf_error(exc, repo_id, revision) from None
     yield (Path(path), repo_id, commit)  # type: ignore[arg-type]
+
+
+def _drain(work: Callable[[Callable[[ev.Event], None]], Path], check: Callable[[], None]):
+    """Run ``work`` on its thread, re-yield its events, and return its result."""
+    result = None
+    for item in _threaded(work, check):
+        if isinstance(item, ev.Event):
+            yield item
+        else:
+            result = item
+    return result
 
 
 def _download_modelscope(repo_id: str, *, revision: str | None, token: str | None, check: Callable[[], None]) -> Iterator[ev.Event | tuple[Path, str, str | None]]:
@@ -200,13 +207,8 @@ def _download_modelscope(repo_id: str, *, revision: str | None, token: str | Non
             stop.set()
             poller.join()
 
-    path = None
     try:
-        for item in _threaded(work, check):
-            if isinstance(item, ev.Event):
-                yield item
-            else:
-                path = item
+        path = yield from _drain(work, check)
     except EzError:
         raise
     except Exception as exc:  # noqa: BLE001

@@ -127,6 +127,20 @@ A100_80G = ("NVIDIA A100-SXM4-80GB", 81920 * 1024**2, (8, 0))
 NO_HUB = {"hf": "http://127.0.0.1:9", "modelscope": "http://127.0.0.1:9", "timeout": 3}
 
 
+async def type_into(pilot, app, selector: str, text: str) -> None:
+    """Fill an Input: typed key by key when short, set at once when long (paths)."""
+    from textual.widgets import Input
+
+    box = app.screen.query_one(selector, Input)
+    box.focus()
+    box.value = ""
+    if len(text) > 8:  # typing is one key event per character
+        box.value = text
+        await pilot.pause()
+    elif text:
+        await pilot.press(*text)
+
+
 async def until(pilot, condition, timeout: float = 20.0, what: str = "condition"):
     """Let the app run until ``condition()`` holds (workers post their results
     asynchronously); fails with ``what`` after ``timeout`` seconds."""

@@ -15,7 +15,7 @@ from ezrunner.tui.screens.done import DoneScreen
 from ezrunner.tui.screens.hardware import HardwareScreen
 from ezrunner.tui.screens.review import ReviewScreen
 from ezrunner.tui.screens.search import SearchScreen
-from support_tui import NO_HUB, FakeNvml, screen_text, until
+from support_tui import NO_HUB, FakeNvml, screen_text, type_into, until
 from textual.widgets import Input, Select
 
 
@@ -23,28 +23,17 @@ def make_app() -> EzRunnerApp:
     return EzRunnerApp(hub=NO_HUB, nvml=FakeNvml(missing=True), show_version=False)
 
 
-async def set_input(pilot, app, selector: str, text: str) -> None:
-    box = app.screen.query_one(selector, Input)
-    box.focus()
-    box.value = ""
-    if len(text) > 8:  # long paths: set at once (typing is one key event per character)
-        box.value = text
-        await pilot.pause()
-    elif text:
-        await pilot.press(*text)
-
-
 async def to_review(pilot, app, model: Path, *, manual_ram: str | None = None) -> ReviewScreen:
     await pilot.press("p")
     await until(pilot, lambda: isinstance(app.screen, SearchScreen), what="search")
-    await set_input(pilot, app, "#search-query", str(model))
+    await type_into(pilot, app, "#search-query", str(model))
     await pilot.press("enter")
     await until(pilot, lambda: isinstance(app.screen, HardwareScreen), what="hardware")
     if manual_ram is not None:
         app.screen.query_one("#mode-manual").value = True
         await pilot.pause()
         app.screen.query_one("#hw-cpu-only").value = True
-        await set_input(pilot, app, "#hw-ram", manual_ram)
+        await type_into(pilot, app, "#hw-ram", manual_ram)
     await pilot.press("ctrl+n")
     await until(pilot, lambda: isinstance(app.screen, ReviewScreen) and app.wizard.plan is not None, what="plan")
     return app.screen
@@ -63,7 +52,7 @@ async def test_no_fit_plan_needs_confirmation_and_docker_down_fails_in_one_line(
         assert "NO - does not fit" in screen_text(app)
         out = tmp_path / "out"
         out.mkdir()
-        await set_input(pilot, app, "#opt-output", str(out / "b.tar"))
+        await type_into(pilot, app, "#opt-output", str(out / "b.tar"))
 
         await pilot.press("ctrl+n")
         await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="confirmation")
@@ -122,8 +111,8 @@ async def test_whole_pack_wizard_to_done(packed_bundle, base_image, tiny_model_d
         app.screen.query_one("#opt-engine", Select).value = "transformers"
         await until(pilot, lambda: app.wizard.plan["engine"] == "transformers", what="plan")
         target = tmp_path / "wizard.tar"
-        await set_input(pilot, app, "#opt-output", str(target))
-        await set_input(pilot, app, "#opt-base", base_image)
+        await type_into(pilot, app, "#opt-output", str(target))
+        await type_into(pilot, app, "#opt-base", base_image)
         await pilot.press("ctrl+n")
         # With the engine image cached the export can finish before the first check,
         # so the build screen may already have handed over to the Done screen.

@@ -10,7 +10,7 @@ from ezrunner.tui.screens.hardware import HardwareScreen
 from ezrunner.tui.screens.review import ReviewScreen
 from ezrunner.tui.screens.search import NO_HUB as NO_HUB_TEXT
 from ezrunner.tui.screens.search import SearchScreen
-from support_tui import A100_80G, NO_HUB, FakeNvml, screen_text, until
+from support_tui import A100_80G, NO_HUB, FakeNvml, screen_text, type_into, until
 from textual.widgets import DataTable, Input, Select
 
 
@@ -22,17 +22,6 @@ async def open_search(pilot, app) -> SearchScreen:
     await pilot.press("p")
     await until(pilot, lambda: isinstance(app.screen, SearchScreen), what="search screen")
     return app.screen
-
-
-async def type_into(pilot, app, selector: str, text: str) -> None:
-    box = app.screen.query_one(selector, Input)
-    box.focus()
-    box.value = ""
-    if len(text) > 8:  # long paths: set at once (typing is one key event per character)
-        box.value = text
-        await pilot.pause()
-    else:
-        await pilot.press(*text)
 
 
 async def pick_model_path(pilot, app, path) -> HardwareScreen:
