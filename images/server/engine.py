@@ -286,6 +286,8 @@ class GenerationEngine:
         self.default_temperature = float(t) if sample and t is not None else (1.0 if sample else 0.0)
         self.default_top_p = float(p) if sample and p is not None else 1.0
         self._hook = None
+        # steps sampled by the sorting-free sampler (sampling.py); None while transformers samples
+        self.fast_sampler_steps: list[int] | None = None
 
     # -- lifecycle
     def start(self) -> None:
@@ -315,11 +317,16 @@ class GenerationEngine:
             eos_token_id=self.eos_ids or -1,
             pad_token_id=getattr(self.tokenizer, "pad_token_id", None) or (self.eos_ids[0] if self.eos_ids else 0),
         )
+        from .fuse import fuse_projections
+        from .sampling import install_fast_sampler
+
+        fuse_projections(self.model)
         self._hook = self.model.register_forward_pre_hook(self._count_batch, with_kwargs=True)
         with torch.inference_mode():
             self.manager = self.model.init_continuous_batching(
                 generation_config=gen_config, continuous_batching_config=cb_config
             )
+            self.fast_sampler_steps = install_fast_sampler(self.manager)
             self.manager.warmup()
             self.manager.start()
         self._warm_up()

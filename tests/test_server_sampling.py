@@ -1,0 +1,108 @@
+"""The sorting-free sampler (images/server/sampling.py): the right distribution, and really in use."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from ezrunner.images.server.sampling import _sorted_nucleus_draw, sample_tokens  # noqa: E402
+
+PROBS = [0.40, 0.25, 0.15, 0.10, 0.06, 0.04]  # descending, so token ids are ranks
+
+
+def _counts(tokens, vocab):
+    return torch.bincount(tokens, minlength=vocab).double()
+
+
+def _draw(top_p, n=40000, temperature=None, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.tensor(PROBS).log().expand(n, -1).contiguous()
+    tp = torch.full((n,), top_p)
+    temp = None if temperature is None else torch.full((n,), temperature)
+    return sample_tokens(logits, temp, tp, generator=g)
+
+
+@pytest.mark.parametrize(("top_p", "nucleus"), [(0.5, 2), (0.64, 2), (0.66, 3), (0.85, 4), (0.97, 6), (1.0, 6)])
+def test_only_the_nucleus_is_drawn_in_proportion(top_p, nucleus):
+    # nucleus = the fewest most-probable tokens whose mass reaches top_p
+    n = 40000
+    counts = _counts(_draw(top_p, n), len(PROBS))
+    assert counts[nucleus:].sum() == 0, counts
+    assert (counts[:nucleus] > 0).all(), counts
+    expected = torch.tensor(PROBS[:nucleus], dtype=torch.float64)
+    expected = expected / expected.sum() * n
+    # each frequency within 5 standard deviations of its binomial expectation
+    sd = (expected * (1 - expected / n)).sqrt()
+    assert ((counts[:nucleus] - expected).abs() < 5 * sd).all(), (counts, expected)
+
+
+def test_rows_keep_their_own_temperature_and_top_p():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.tensor(PROBS).log().expand(4, -1).contiguous()
+    seen = [set() for _ in range(4)]
+    for _ in range(2000):
+        t = sample_tokens(logits, torch.tensor([1.0, 1e-5, 1.0, 2.0]), torch.tensor([0.5, 1.0, 1.0, 0.3]), g)
+        for row, tok in enumerate(t.tolist()):
+            seen[row].add(tok)
+    assert seen[0] == {0, 1}  # top_p 0.5
+    assert seen[1] == {0}  # temperature ~0: greedy
+    assert seen[2] == set(range(6))  # everything, rare tokens included
+    assert seen[3] == {0, 1}  # hotter: the top token alone (0.28 of the mass) no longer reaches 0.3
+
+
+def test_zero_top_p_and_flat_rows_end_with_the_exact_fallback():
+    # a flat 4096-token row with top_p tiny needs more rounds than allowed: the sort fallback answers
+    g = torch.Generator().manual_seed(5)
+    logits = torch.zeros(3, 4096)
+    logits[:, 17] = 0.001  # one token barely ahead
+    out = sample_tokens(logits, None, torch.tensor([0.0, 1e-6, 1e-6]), g)
+    assert out.tolist() == [17, 17, 17]
+
+
+def test_sorted_fallback_matches_the_nucleus():
+    g = torch.Generator().manual_seed(9)
+    probs = torch.tensor(PROBS).expand(20000, -1).contiguous()
+    counts = _counts(_sorted_nucleus_draw(probs, torch.full((20000,), 0.66), g), 6)
+    assert counts[3:].sum() == 0 and (counts[:3] > 0).all()
+
+
+def test_empty_batch():
+    assert sample_tokens(torch.zeros(0, 10)).shape == (0,)
+
+
+def test_the_server_engine_samples_with_it(tiny_model_dir):
+    """Through transformers' real batching manager: the sampler is installed, runs every
+    step, honours per-request temperature (greedy is deterministic) and the batch still
+    completes."""
+    import asyncio
+
+    from ezrunner.images.server.config import ServerConfig
+    from ezrunner.images.server.engine import GenerationParams, load_engine
+    from ezrunner.images.server.metrics import ServerMetrics
+
+    engine = load_engine(ServerConfig(model_dir=str(tiny_model_dir), served_model_name="tiny", device="cpu",
+                                      max_concurrency=4), ServerMetrics())
+    try:
+        assert engine.fast_sampler_steps is not None
+        before = engine.fast_sampler_steps[0]
+        assert before > 0  # the warm-up already sampled with it
+
+        async def run(i: int, temperature: float) -> str:
+            req = engine.submit(f"r{i}", [0, 5, 9, 12, 40], GenerationParams(
+                max_new_tokens=12, temperature=temperature, top_p=0.9, ignore_eos=True))
+            text = ""
+            async for d in req.deltas():
+                text += d.text
+            assert req.completion_tokens == 12
+            return text
+
+        async def main():
+            return await asyncio.gather(run(0, 0.0), run(1, 0.0), run(2, 1.0), run(3, 0.7))
+
+        greedy_a, greedy_b, *_ = asyncio.run(main())
+        assert greedy_a == greedy_b
+        assert engine.fast_sampler_steps[0] >= before + 12
+    finally:
+        engine.stop()
