@@ -326,7 +326,8 @@ class GenerationEngine:
             self.manager = self.model.init_continuous_batching(
                 generation_config=gen_config, continuous_batching_config=cb_config
             )
-            self.fast_sampler_steps = install_fast_sampler(self.manager)
+            if self.device == "cpu":  # on GPU the manager's own sampling is cheap and graph-capturable
+                self.fast_sampler_steps = install_fast_sampler(self.manager)
             self.manager.warmup()
             self.manager.start()
         self._warm_up()

@@ -175,12 +175,16 @@ def install_fast_sampler(manager) -> list[int] | None:
     if create is None:
         return None
     counter = [0]
+    said: set[bool] = set()
 
     def create_with_fast_sampler():
         processor = create()
         runner = getattr(processor, "model_runner", None)
-        if runner is None or not _install_on_runner(runner, counter):
-            log.info("sampling: transformers' own (the sorting-free sampler does not apply here)")
+        installed = runner is not None and _install_on_runner(runner, counter)
+        if installed not in said:
+            said.add(installed)
+            log.info("sampling: %s", "sorting-free nucleus sampler" if installed
+                     else "transformers' own (the sorting-free sampler does not apply here)")
         return processor
 
     manager._create_batch_processor = create_with_fast_sampler
