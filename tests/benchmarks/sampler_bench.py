@@ -28,13 +28,12 @@ REPO = Path(__file__).resolve().parents[2]
 def main() -> int:
     sys.path.insert(0, str(REPO))
     import torch
+    from ezrunner.images.server.sampling import sample_tokens
     from transformers.generation.continuous_batching.cb_logits_processors import (
         ContinuousBatchingTemperatureLogitsWarper,
         ContinuousBatchingTopPLogitsWarper,
     )
     from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
-
-    from ezrunner.images.server.sampling import sample_tokens
 
     temperature_p = ContinuousBatchingTemperatureLogitsWarper(TemperatureLogitsWarper(0.7))
     top_p_p = ContinuousBatchingTopPLogitsWarper(TopPLogitsWarper(0.9))
