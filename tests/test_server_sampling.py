@@ -106,3 +106,34 @@ def test_the_server_engine_samples_with_it(tiny_model_dir):
         assert engine.fast_sampler_steps[0] >= before + 12
     finally:
         engine.stop()
+
+
+def test_a_changed_seam_keeps_transformers_sampling():
+    """A future transformers whose runner samples with other arguments is left alone."""
+    from ezrunner.images.server.sampling import _install_on_runner
+    from transformers.generation.continuous_batching.cb_logits_processors import (
+        ContinuousBatchingLogitsProcessorList,
+    )
+    from transformers.generation.logits_process import LogitsProcessorList
+
+    class Runner:
+        do_sample, return_logprobs, pad_inputs = True, False, False
+
+        def __init__(self):
+            self.logit_processor = ContinuousBatchingLogitsProcessorList(LogitsProcessorList(),
+                                                                         per_request_processors=True)
+
+        def _sample(self, scores, output_ids):
+            pass
+
+    class NewerRunner(Runner):
+        def _sample(self, scores, output_ids, generator):
+            pass
+
+    assert _install_on_runner(Runner(), [0]) is True
+    newer = NewerRunner()
+    assert _install_on_runner(newer, [0]) is False
+    assert type(newer.logit_processor).__name__ == "ContinuousBatchingLogitsProcessorList"
+    graphs = Runner()
+    graphs.pad_inputs = True  # CUDA graphs or compile: the step must stay capturable
+    assert _install_on_runner(graphs, [0]) is False

@@ -131,11 +131,32 @@ def _processor_rows(processor_list) -> dict[str, int] | None:
     return rows
 
 
+def _parameters(fn) -> list[str] | None:
+    import inspect
+
+    try:
+        return [p.name for p in inspect.signature(fn).parameters.values()]
+    except (TypeError, ValueError):
+        return None
+
+
+def _seam_matches(runner) -> bool:
+    """The runner is the one this module was written against (transformers 5.24+):
+    ``_sample(scores, output_ids)`` and a processor list called as
+    ``(input_ids, scores, logits_processor_args)``. A later transformers that
+    changed either keeps its own sampling."""
+    needed = ("logit_processor", "_sample", "do_sample", "return_logprobs", "pad_inputs")
+    if not all(hasattr(runner, name) for name in needed):
+        return False
+    return (_parameters(runner._sample) == ["scores", "output_ids"]
+            and _parameters(type(runner.logit_processor).__call__) == ["self", "input_ids", "scores",
+                                                                        "logits_processor_args"])
+
+
 def _install_on_runner(runner, counter: list[int]) -> bool:
     import torch
 
-    needed = ("logit_processor", "_sample", "do_sample", "return_logprobs", "pad_inputs")
-    if not all(hasattr(runner, name) for name in needed):
+    if not _seam_matches(runner):
         return False
     if not runner.do_sample or runner.return_logprobs or runner.pad_inputs:
         return False
