@@ -49,7 +49,8 @@ def test_missing_messages_is_400(http):
         ({"seed": 1.5}, "seed"),
         ({"n": 2}, "n"),
         ({"model": 7}, "model"),
-        ({"presence_penalty": 0.5}, "presence_penalty"),
+        ({"presence_penalty": 2.5}, "presence_penalty"),
+        ({"frequency_penalty": "high"}, "frequency_penalty"),
     ],
 )
 def test_wrong_types_and_values_are_400(http, patch, param):

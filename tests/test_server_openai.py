@@ -105,6 +105,19 @@ def test_sampling_parameters_are_accepted(client):
     assert r.usage.completion_tokens == 5
 
 
+def test_seed_repeats_and_penalties_change_the_answer(client):
+    def ask(**kw):
+        return client.chat.completions.create(model="tiny-chat", messages=MESSAGES, max_tokens=24,
+                                              extra_body=NO_EOS, **kw).choices[0].message.content
+
+    seeded = {"temperature": 1.0, "seed": 1234}
+    assert ask(**seeded) == ask(**seeded)
+    plain = ask(**GREEDY)
+    penalized = ask(**GREEDY, frequency_penalty=2.0, presence_penalty=2.0)
+    assert penalized != plain
+    assert len(set(penalized)) >= len(set(plain))
+
+
 def test_chat_stream_roles_chunks_usage_and_done(client, gen_server, tokenizer):
     stream = client.chat.completions.create(model="tiny-chat", messages=MESSAGES, max_tokens=9, stream=True,
                                             stream_options={"include_usage": True}, extra_body=NO_EOS, **GREEDY)

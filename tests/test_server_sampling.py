@@ -85,8 +85,8 @@ def test_the_server_engine_samples_with_it(tiny_model_dir):
     engine = load_engine(ServerConfig(model_dir=str(tiny_model_dir), served_model_name="tiny", device="cpu",
                                       max_concurrency=4), ServerMetrics())
     try:
-        assert engine.fast_sampler_steps is not None
-        before = engine.fast_sampler_steps[0]
+        assert engine.sampler is not None and engine.sampler.active and engine.supports_request_sampling
+        before = engine.sampler.steps
         assert before > 0  # the warm-up already sampled with it
 
         async def run(i: int, temperature: float) -> str:
@@ -103,14 +103,14 @@ def test_the_server_engine_samples_with_it(tiny_model_dir):
 
         greedy_a, greedy_b, *_ = asyncio.run(main())
         assert greedy_a == greedy_b
-        assert engine.fast_sampler_steps[0] >= before + 12
+        assert engine.sampler.steps >= before + 12
     finally:
         engine.stop()
 
 
 def test_a_changed_seam_keeps_transformers_sampling():
     """A future transformers whose runner samples with other arguments is left alone."""
-    from ezrunner.images.server.sampling import _install_on_runner
+    from ezrunner.images.server.sampling import FastSampler
     from transformers.generation.continuous_batching.cb_logits_processors import (
         ContinuousBatchingLogitsProcessorList,
     )
@@ -130,10 +130,37 @@ def test_a_changed_seam_keeps_transformers_sampling():
         def _sample(self, scores, output_ids, generator):
             pass
 
-    assert _install_on_runner(Runner(), [0]) is True
+    assert FastSampler().install_on(Runner()) is True
     newer = NewerRunner()
-    assert _install_on_runner(newer, [0]) is False
+    assert FastSampler().install_on(newer) is False
     assert type(newer.logit_processor).__name__ == "ContinuousBatchingLogitsProcessorList"
     graphs = Runner()
     graphs.pad_inputs = True  # CUDA graphs or compile: the step must stay capturable
-    assert _install_on_runner(graphs, [0]) is False
+    assert FastSampler().install_on(graphs) is False
+
+
+def test_penalties_follow_openai():
+    from ezrunner.images.server.sampling import apply_penalties
+
+    row = torch.zeros(6)
+    apply_penalties(row, [2, 2, 5, 2], presence=0.5, frequency=0.25)
+    assert row.tolist() == [0.0, 0.0, -1.25, 0.0, 0.0, -0.75]
+    row = torch.zeros(6)
+    apply_penalties(row, [1, 1], presence=-1.0, frequency=0.0)  # negative values favour repeats
+    assert row.tolist() == [0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    # greedy then picks the runner-up instead of repeating itself
+    logits = torch.tensor([[3.0, 2.5, 0.0]])
+    apply_penalties(logits[0], [0], presence=1.0, frequency=0.0)
+    assert sample_tokens(logits, torch.tensor([1e-5])).tolist() == [1]
+
+
+def test_a_seeded_row_draws_the_same_whatever_the_batch():
+    from ezrunner.images.server.sampling import seeded_generator
+
+    logits = torch.randn(5, 300, generator=torch.Generator().manual_seed(2))
+    alone = [sample_tokens(logits[2:3], None, torch.tensor([0.95]),
+                           row_generators={0: seeded_generator(99, pos)}).item() for pos in range(20)]
+    batched = [sample_tokens(logits, None, torch.full((5,), 0.95),
+                             row_generators={2: seeded_generator(99, pos)})[2].item() for pos in range(20)]
+    assert alone == batched
+    assert len(set(alone)) > 1  # the position moves the stream on

@@ -295,8 +295,14 @@ def create_app(config: ServerConfig, *, load: bool = True) -> FastAPI:
                                param="max_tokens", code="context_length_exceeded")
         temperature = engine.default_temperature if sp.temperature is None else sp.temperature
         top_p = engine.default_top_p if sp.top_p is None else sp.top_p
+        if (sp.presence_penalty or sp.frequency_penalty) and not engine.supports_request_sampling:
+            name = "presence_penalty" if sp.presence_penalty else "frequency_penalty"
+            raise APIError(400, f"'{name}' is not supported here: transformers' own sampler runs on this device "
+                           "and has no per-request penalties (only 0 is accepted)", param=name,
+                           code="unsupported_parameter")
         return GenerationParams(max_new_tokens=max_new, temperature=temperature, top_p=top_p, stop=sp.stop,
-                                ignore_eos=sp.ignore_eos, seed=sp.seed)
+                                ignore_eos=sp.ignore_eos, seed=sp.seed, presence_penalty=sp.presence_penalty,
+                                frequency_penalty=sp.frequency_penalty)
 
     def capability_error(engine, needed: str, endpoint: str) -> APIError:
         what = {GENERATE: "text generation", EMBED: "embeddings"}[needed]

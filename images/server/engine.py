@@ -29,6 +29,7 @@ from .config import LoadError, ServerConfig
 
 if TYPE_CHECKING:
     from .metrics import ServerMetrics
+    from .sampling import FastSampler
 
 log = logging.getLogger("ezrunner_server")
 
@@ -137,6 +138,8 @@ class GenerationParams:
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False
     seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
 
 @dataclass
@@ -286,8 +289,10 @@ class GenerationEngine:
         self.default_temperature = float(t) if sample and t is not None else (1.0 if sample else 0.0)
         self.default_top_p = float(p) if sample and p is not None else 1.0
         self._hook = None
-        # steps sampled by the sorting-free sampler (sampling.py); None while transformers samples
-        self.fast_sampler_steps: list[int] | None = None
+        # the sorting-free sampler (sampling.py) when it samples for the manager; None or
+        # inactive while transformers samples (then seeds reseed the shared generator and
+        # penalties are refused)
+        self.sampler: FastSampler | None = None
 
     # -- lifecycle
     def start(self) -> None:
@@ -327,7 +332,7 @@ class GenerationEngine:
                 generation_config=gen_config, continuous_batching_config=cb_config
             )
             if self.device == "cpu":  # on GPU the manager's own sampling is cheap and graph-capturable
-                self.fast_sampler_steps = install_fast_sampler(self.manager)
+                self.sampler = install_fast_sampler(self.manager)
             self.manager.warmup()
             self.manager.start()
         self._warm_up()
@@ -409,6 +414,11 @@ class GenerationEngine:
         if seqs > 0:
             self.metrics.observe_batch(seqs, tokens)
 
+    @property
+    def supports_request_sampling(self) -> bool:
+        """Per-request seeds and presence/frequency penalties (the server's sampler is active)."""
+        return self.sampler is not None and self.sampler.active
+
     def is_alive(self) -> bool:
         m = self.manager
         return m is not None and m.is_running() and m.background_thread_status.fatal_error is None
@@ -427,10 +437,20 @@ class GenerationEngine:
         kwargs: dict[str, Any] = {"temperature": float(temperature), "top_p": float(params.top_p)}
         if self.fault_prompt and prompt_text is not None and self.fault_prompt in prompt_text:
             kwargs["temperature"] = "fault-injected"  # the manager rejects it: a real engine-side failure
-        if params.seed is not None:
+        if self.supports_request_sampling:
+            # per request, inside the batch: the seed drives only this request's draws
+            if params.seed is not None:
+                kwargs["seed"] = int(params.seed)
+            if params.presence_penalty:
+                kwargs["presence_penalty"] = float(params.presence_penalty)
+            if params.frequency_penalty:
+                kwargs["frequency_penalty"] = float(params.frequency_penalty)
+        elif params.presence_penalty or params.frequency_penalty:
+            raise EngineFailure("presence and frequency penalties need the server's own sampler")
+        elif params.seed is not None:
             import torch
 
-            torch.manual_seed(params.seed)
+            torch.manual_seed(params.seed)  # transformers samples: reseed its shared generator
         m.register_result_handler(request_id, req._on_output)
         rid = m.add_request(
             list(prompt_ids),

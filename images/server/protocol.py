@@ -22,6 +22,8 @@ class SamplingParams:
     top_p: float | None = None
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
     ignore_eos: bool = False
     stream: bool = False
     include_usage: bool = False
@@ -104,14 +106,8 @@ def parse_sampling(body: dict, *, chat: bool) -> SamplingParams:
     if seed is not None and not _is_int(seed):
         raise bad_request(f"'seed' must be an integer, got {type(seed).__name__}", "seed", "invalid_type")
     p.seed = seed
-    for name in ("presence_penalty", "frequency_penalty"):
-        v = _opt_number(body, name, -2.0, 2.0)
-        if v not in (None, 0.0):
-            raise bad_request(
-                f"'{name}' is not supported by the Transformers continuous-batching engine (only 0 is accepted)",
-                name,
-                "unsupported_parameter",
-            )
+    p.presence_penalty = _opt_number(body, "presence_penalty", -2.0, 2.0) or 0.0
+    p.frequency_penalty = _opt_number(body, "frequency_penalty", -2.0, 2.0) or 0.0
     if body.get("logprobs") not in (None, False, 0):
         raise bad_request("'logprobs' is not supported by this server", "logprobs", "unsupported_parameter")
     stop = body.get("stop")
