@@ -266,13 +266,13 @@ class FastSampler:
             if len(states) == n:
                 for i, state in enumerate(states):
                     kw = state.logit_processor_kwargs
-                    if not kw:
-                        continue
-                    apply_penalties(logits[i], state.generated_tokens, float(kw.get("presence_penalty", 0.0)),
-                                    float(kw.get("frequency_penalty", 0.0)))
-                    if kw.get("seed") is not None:
+                    presence, frequency = kw.get("presence_penalty", 0.0), kw.get("frequency_penalty", 0.0)
+                    if presence or frequency:
+                        apply_penalties(logits[i], state.generated_tokens, float(presence), float(frequency))
+                    seed = kw.get("seed")
+                    if seed is not None:
                         row_generators = row_generators or {}
-                        row_generators[i] = seeded_generator(kw["seed"], len(state.generated_tokens))
+                        row_generators[i] = seeded_generator(seed, len(state.generated_tokens))
             tokens = sample_tokens(logits, temperature, top_p, row_generators=row_generators)
             output_ids[0, :n].copy_(tokens)
             self.steps += 1
