@@ -72,11 +72,16 @@ def test_empty_batch():
     assert sample_tokens(torch.zeros(0, 10)).shape == (0,)
 
 
-def test_the_server_engine_samples_with_it(tiny_model_dir):
+def test_the_server_engine_samples_with_it(tiny_model_dir, monkeypatch):
     """Through transformers' real batching manager: the sampler is installed, runs every
     step, honours per-request temperature (greedy is deterministic) and the batch still
     completes."""
     import asyncio
+
+    # load_engine switches the process to offline mode, as a server must; give the rest of
+    # the suite (hub replays, subprocesses) its environment back afterwards
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
 
     from ezrunner.images.server.config import ServerConfig
     from ezrunner.images.server.engine import GenerationParams, load_engine
