@@ -53,6 +53,25 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
+_OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+@pytest.fixture(autouse=True)
+def _restore_offline_switches():
+    """The server switches its process to offline mode on purpose (load_engine, serve's CLI).
+
+    Run in-process, that would leak into every later test that replays a hub, so each
+    test gets the offline switches back as they were before it ran.
+    """
+    saved = {name: os.environ.get(name) for name in _OFFLINE_VARS}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """The tiny generated Llama (~0.1 M parameters): config, safetensors, BPE tokenizer, chat template."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -9,6 +11,7 @@ pytest.importorskip("transformers")
 
 from ezrunner.images.server.sampling import _sorted_nucleus_draw, sample_tokens  # noqa: E402
 
+_HF_HUB_OFFLINE_AT_IMPORT = os.environ.get("HF_HUB_OFFLINE")
 PROBS = [0.40, 0.25, 0.15, 0.10, 0.06, 0.04]  # descending, so token ids are ranks
 
 
@@ -72,17 +75,13 @@ def test_empty_batch():
     assert sample_tokens(torch.zeros(0, 10)).shape == (0,)
 
 
-def test_the_server_engine_samples_with_it(tiny_model_dir, monkeypatch):
+def test_the_server_engine_samples_with_it(tiny_model_dir):
     """Through transformers' real batching manager: the sampler is installed, runs every
     step, honours per-request temperature (greedy is deterministic) and the batch still
     completes."""
     import asyncio
 
-    # load_engine switches the process to offline mode, as a server must; give the rest of
-    # the suite (hub replays, subprocesses) its environment back afterwards
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-
+    # (load_engine switches the process offline; conftest restores the switches afterwards)
     from ezrunner.images.server.config import ServerConfig
     from ezrunner.images.server.engine import GenerationParams, load_engine
     from ezrunner.images.server.metrics import ServerMetrics
@@ -111,6 +110,12 @@ def test_the_server_engine_samples_with_it(tiny_model_dir, monkeypatch):
         assert engine.sampler.steps >= before + 12
     finally:
         engine.stop()
+
+
+def test_the_in_process_engine_left_the_offline_switch_as_it_was():
+    """Runs right after the in-process engine above: its HF_HUB_OFFLINE=1 must not leak
+    into later tests (it once broke the TUI's hub replays in CI)."""
+    assert os.environ.get("HF_HUB_OFFLINE") == _HF_HUB_OFFLINE_AT_IMPORT
 
 
 def test_a_changed_seam_keeps_transformers_sampling():
