@@ -37,6 +37,31 @@ def test_requirements_list_the_image_needs():
         assert name not in req
 
 
+def _requirement_specs(lines) -> dict[str, str]:
+    import re
+
+    specs = {}
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, spec = re.match(r"([A-Za-z0-9_.\-]+)\s*(.*)", line).groups()
+            specs[name.lower().replace("_", "-")] = spec.replace(" ", "")
+    return specs
+
+
+def test_the_serve_extra_pins_what_the_image_pins():
+    """``pip install ezrunner[serve]`` runs the same server on a host: a looser pin there
+    (say transformers 4.x, without the batching seam the engine uses) would break it."""
+    import tomllib
+
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["serve"]
+    host = _requirement_specs(extra)
+    image = _requirement_specs((REPO / "images" / "server" / "requirements.txt").read_text().splitlines())
+    shared = sorted(set(host) & set(image))
+    assert "transformers" in shared and "fastapi" in shared
+    assert {name: host[name] for name in shared} == {name: image[name] for name in shared}
+
+
 def _run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([EZRUNNER, *args], capture_output=True, text=True, timeout=120,
                           env={**os.environ, **(env or {})})
