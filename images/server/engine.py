@@ -86,6 +86,15 @@ def _needs_remote_code(cfg: dict) -> bool:
     return cfg.get("model_type") not in CONFIG_MAPPING_NAMES
 
 
+def check_remote_code(model_dir: Path, cfg: dict, trusted: bool) -> None:
+    """Refuse a model that ships its own Python code unless --trust-remote-code was given."""
+    if not trusted and _needs_remote_code(cfg):
+        raise LoadError(
+            f"the model in {model_dir} needs its own Python code (config.json has auto_map for model_type "
+            f"{cfg.get('model_type')!r}); start the server with --trust-remote-code if you trust that code"
+        )
+
+
 def resolve_device(device: str) -> str:
     import torch
 
@@ -156,13 +165,10 @@ class _IncrementalDecoder:
         self._tok = tokenizer
         self._rust = getattr(tokenizer, "_tokenizer", None)
         self._stream = None
-        if self._rust is not None:
-            try:
-                from tokenizers.decoders import DecodeStream
+        if self._rust is not None:  # a fast tokenizer: decode token by token in Rust
+            from tokenizers.decoders import DecodeStream
 
-                self._stream = DecodeStream(skip_special_tokens=True)
-            except (ImportError, TypeError):
-                self._stream = None
+            self._stream = DecodeStream(skip_special_tokens=True)
         self._ids: list[int] = []
         self._text = ""
 
@@ -535,9 +541,6 @@ class EmbeddingEngine:
     def is_alive(self) -> bool:
         return True
 
-    def count_tokens(self, texts: list[str]) -> list[int]:
-        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
-
     def embed(self, texts: list[str], batch_size: int = 64) -> tuple[list[list[float]], int]:
         """Embed ``texts`` in forward passes of up to ``batch_size`` inputs (bounded memory)."""
         vectors: list[list[float]] = []
@@ -590,11 +593,7 @@ def load_engine(config: ServerConfig, metrics: ServerMetrics,
     cfg = read_json(model_dir / "config.json")
     say(f"capability: {capability}")
 
-    if _needs_remote_code(cfg) and not config.trust_remote_code:
-        raise LoadError(
-            f"the model in {model_dir} needs its own Python code (config.json has auto_map for model_type "
-            f"{cfg.get('model_type')!r}); start the server with --trust-remote-code if you trust that code"
-        )
+    check_remote_code(model_dir, cfg, config.trust_remote_code)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device, cfg.get("dtype") or cfg.get("torch_dtype"))
     say(f"device {device}, dtype {str(dtype).removeprefix('torch.')}")
