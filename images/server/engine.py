@@ -157,7 +157,6 @@ class Delta:
     finished: bool = False
     finish_reason: str | None = None
     completion_tokens: int = 0
-    first: bool = False
 
 
 class _IncrementalDecoder:
@@ -187,12 +186,10 @@ class _IncrementalDecoder:
 class GenerationRequest:
     """One request inside the continuous-batching manager, read as text deltas."""
 
-    def __init__(self, engine: GenerationEngine, request_id: str, prompt_ids: list[int], params: GenerationParams):
+    def __init__(self, engine: GenerationEngine, request_id: str, params: GenerationParams):
         self.engine = engine
         self.request_id = request_id
-        self.prompt_ids = prompt_ids
         self.params = params
-        self.created = time.perf_counter()
         self.first_token_at: float | None = None
         self.completion_tokens = 0
         self.finished = False
@@ -239,7 +236,7 @@ class GenerationRequest:
                         piece = self._text[self._emitted : cut]
                         self._emitted = cut
                         self.cancel()
-                        yield Delta(piece, True, "stop", self.completion_tokens, first)
+                        yield Delta(piece, True, "stop", self.completion_tokens)
                         return
                 if output.is_finished():
                     self.finished = True
@@ -248,13 +245,13 @@ class GenerationRequest:
                     last = int(tokens[-1]) if tokens else None
                     eos = last is not None and last in self.engine.eos_ids and not self.params.ignore_eos
                     reason = "stop" if eos or len(tokens) < self.params.max_new_tokens else "length"
-                    yield Delta(piece, True, reason, self.completion_tokens, first)
+                    yield Delta(piece, True, reason, self.completion_tokens)
                     return
                 safe = len(self._text) - self._hold
                 if safe > self._emitted or first:
                     piece = self._text[self._emitted : max(safe, self._emitted)]
                     self._emitted = max(safe, self._emitted)
-                    yield Delta(piece, False, None, self.completion_tokens, first)
+                    yield Delta(piece, False, None, self.completion_tokens)
         finally:
             self.abandon()
 
@@ -438,7 +435,7 @@ class GenerationEngine:
         m = self.manager
         if m is None or not self.is_alive():
             raise EngineFailure("the generation loop is not running")
-        req = GenerationRequest(self, request_id, prompt_ids, params)
+        req = GenerationRequest(self, request_id, params)
         temperature = params.temperature if params.temperature > 0 else GREEDY_TEMPERATURE
         kwargs: dict[str, Any] = {"temperature": float(temperature), "top_p": float(params.top_p)}
         if self.fault_prompt and prompt_text is not None and self.fault_prompt in prompt_text:
