@@ -18,77 +18,72 @@ from .config import API_KEY_ENV, LoadError, ServerConfig
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 
 
-def _whole(text: str, minimum: int, what: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
-    return value
+def _whole_number(minimum: int, what: str, maximum: int | None = None):
+    """An argparse type: a whole number >= ``minimum`` (and <= ``maximum``, for ports)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"ports go up to {maximum}, got {value}")
+        return value
+
+    return parse
 
 
-def _positive(text: str) -> int:
-    return _whole(text, 1, "at least 1")
+_positive = _whole_number(1, "at least 1")
+_non_negative = _whole_number(0, "0 or more")
+_port = _whole_number(0, "0 or more", maximum=65535)
 
-
-def _non_negative(text: str) -> int:
-    return _whole(text, 0, "0 or more")
-
-
-def _port(text: str) -> int:
-    value = _non_negative(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"ports go up to 65535, got {value}")
-    return value
+_DEFAULT = ServerConfig(model_dir="", served_model_name="")  # the defaults, in one place
+# options that go to ServerConfig unchanged (same name)
+_PLAIN_OPTIONS = ("host", "port", "device", "dtype", "max_model_len", "max_concurrency", "max_queue",
+                  "trust_remote_code")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = _DEFAULT
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="a local model folder (config.json, weights, tokenizer)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1; use 0.0.0.0 to accept other machines)")
-    parser.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
+    parser.add_argument("--host", default=d.host,
+                        help=f"address to listen on (default {d.host}; use 0.0.0.0 to accept other machines)")
+    parser.add_argument("--port", type=_port, default=d.port, help=f"TCP port (default {d.port})")
     parser.add_argument("--served-model-name", metavar="NAME",
                         help="the model name clients send (default: the folder's name)")
     parser.add_argument("--api-key", metavar="KEY",
-                        help="require 'Authorization: Bearer KEY' on /v1 endpoints (default: env EZRUNNER_API_KEY)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help=f"require 'Authorization: Bearer KEY' on /v1 endpoints (default: env {API_KEY_ENV})")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device,
                         help="where to run the model (default auto: cuda when torch sees a GPU)")
-    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default=d.dtype,
                         help="compute dtype (default auto: the weights' dtype on GPU, float32 on CPU)")
     parser.add_argument("--max-model-len", type=_positive, metavar="N",
                         help="context length in tokens (default: the model's)")
-    parser.add_argument("--max-concurrency", type=_positive, default=32, metavar="N",
-                        help="requests batched together at most (default 32)")
-    parser.add_argument("--max-queue", type=_non_negative, default=256, metavar="N",
-                        help="requests allowed to wait beyond that; more get 429 (default 256)")
+    parser.add_argument("--max-concurrency", type=_positive, default=d.max_concurrency, metavar="N",
+                        help=f"requests batched together at most (default {d.max_concurrency})")
+    parser.add_argument("--max-queue", type=_non_negative, default=d.max_queue, metavar="N",
+                        help=f"requests allowed to wait beyond that; more get 429 (default {d.max_queue})")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="allow models that ship their own Python code (off by default)")
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     model_dir = Path(args.model_dir).expanduser()
-    name = args.served_model_name or model_dir.resolve().name
-    api_key = args.api_key if args.api_key is not None else (os.environ.get(API_KEY_ENV) or None)
+    api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV)
     return ServerConfig(
         model_dir=str(model_dir),
-        served_model_name=name,
-        host=args.host,
-        port=args.port,
+        served_model_name=args.served_model_name or model_dir.resolve().name,
         api_key=api_key or None,
-        device=args.device,
-        dtype=args.dtype,
-        max_model_len=args.max_model_len,
-        max_concurrency=args.max_concurrency,
-        max_queue=args.max_queue,
-        trust_remote_code=args.trust_remote_code,
+        **{name: getattr(args, name) for name in _PLAIN_OPTIONS},
     )
 
 
 def precheck(config: ServerConfig) -> str:
     """Fast checks before the HTTP server starts; returns the declared capability.
     Raises :class:`LoadError` with a message for the operator."""
-    from .engine import _needs_remote_code, declared_capability, read_json
+    from .engine import check_remote_code, declared_capability, read_json
 
     model_dir = Path(config.model_dir)
     if not model_dir.is_dir():
@@ -99,12 +94,7 @@ def precheck(config: ServerConfig) -> str:
         raise LoadError(f"--served-model-name {config.served_model_name!r} must be a non-empty name without spaces")
     capability = declared_capability(model_dir)
     os.environ["HF_HUB_OFFLINE"] = "1"
-    cfg = read_json(model_dir / "config.json")
-    if not config.trust_remote_code and "auto_map" in cfg and _needs_remote_code(cfg):
-        raise LoadError(
-            f"the model in {model_dir} needs its own Python code (config.json has auto_map for model_type "
-            f"{cfg.get('model_type')!r}); start the server with --trust-remote-code if you trust that code"
-        )
+    check_remote_code(model_dir, read_json(model_dir / "config.json"), config.trust_remote_code)
     return capability
 
 

@@ -86,6 +86,15 @@ def _needs_remote_code(cfg: dict) -> bool:
     return cfg.get("model_type") not in CONFIG_MAPPING_NAMES
 
 
+def check_remote_code(model_dir: Path, cfg: dict, trusted: bool) -> None:
+    """Refuse a model that ships its own Python code unless --trust-remote-code was given."""
+    if not trusted and _needs_remote_code(cfg):
+        raise LoadError(
+            f"the model in {model_dir} needs its own Python code (config.json has auto_map for model_type "
+            f"{cfg.get('model_type')!r}); start the server with --trust-remote-code if you trust that code"
+        )
+
+
 def resolve_device(device: str) -> str:
     import torch
 
@@ -148,7 +157,6 @@ class Delta:
     finished: bool = False
     finish_reason: str | None = None
     completion_tokens: int = 0
-    first: bool = False
 
 
 class _IncrementalDecoder:
@@ -156,13 +164,10 @@ class _IncrementalDecoder:
         self._tok = tokenizer
         self._rust = getattr(tokenizer, "_tokenizer", None)
         self._stream = None
-        if self._rust is not None:
-            try:
-                from tokenizers.decoders import DecodeStream
+        if self._rust is not None:  # a fast tokenizer: decode token by token in Rust
+            from tokenizers.decoders import DecodeStream
 
-                self._stream = DecodeStream(skip_special_tokens=True)
-            except (ImportError, TypeError):
-                self._stream = None
+            self._stream = DecodeStream(skip_special_tokens=True)
         self._ids: list[int] = []
         self._text = ""
 
@@ -181,12 +186,10 @@ class _IncrementalDecoder:
 class GenerationRequest:
     """One request inside the continuous-batching manager, read as text deltas."""
 
-    def __init__(self, engine: GenerationEngine, request_id: str, prompt_ids: list[int], params: GenerationParams):
+    def __init__(self, engine: GenerationEngine, request_id: str, params: GenerationParams):
         self.engine = engine
         self.request_id = request_id
-        self.prompt_ids = prompt_ids
         self.params = params
-        self.created = time.perf_counter()
         self.first_token_at: float | None = None
         self.completion_tokens = 0
         self.finished = False
@@ -233,7 +236,7 @@ class GenerationRequest:
                         piece = self._text[self._emitted : cut]
                         self._emitted = cut
                         self.cancel()
-                        yield Delta(piece, True, "stop", self.completion_tokens, first)
+                        yield Delta(piece, True, "stop", self.completion_tokens)
                         return
                 if output.is_finished():
                     self.finished = True
@@ -242,13 +245,13 @@ class GenerationRequest:
                     last = int(tokens[-1]) if tokens else None
                     eos = last is not None and last in self.engine.eos_ids and not self.params.ignore_eos
                     reason = "stop" if eos or len(tokens) < self.params.max_new_tokens else "length"
-                    yield Delta(piece, True, reason, self.completion_tokens, first)
+                    yield Delta(piece, True, reason, self.completion_tokens)
                     return
                 safe = len(self._text) - self._hold
                 if safe > self._emitted or first:
                     piece = self._text[self._emitted : max(safe, self._emitted)]
                     self._emitted = max(safe, self._emitted)
-                    yield Delta(piece, False, None, self.completion_tokens, first)
+                    yield Delta(piece, False, None, self.completion_tokens)
         finally:
             self.abandon()
 
@@ -432,7 +435,7 @@ class GenerationEngine:
         m = self.manager
         if m is None or not self.is_alive():
             raise EngineFailure("the generation loop is not running")
-        req = GenerationRequest(self, request_id, prompt_ids, params)
+        req = GenerationRequest(self, request_id, params)
         temperature = params.temperature if params.temperature > 0 else GREEDY_TEMPERATURE
         kwargs: dict[str, Any] = {"temperature": float(temperature), "top_p": float(params.top_p)}
         if self.fault_prompt and prompt_text is not None and self.fault_prompt in prompt_text:
@@ -535,9 +538,6 @@ class EmbeddingEngine:
     def is_alive(self) -> bool:
         return True
 
-    def count_tokens(self, texts: list[str]) -> list[int]:
-        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
-
     def embed(self, texts: list[str], batch_size: int = 64) -> tuple[list[list[float]], int]:
         """Embed ``texts`` in forward passes of up to ``batch_size`` inputs (bounded memory)."""
         vectors: list[list[float]] = []
@@ -590,11 +590,7 @@ def load_engine(config: ServerConfig, metrics: ServerMetrics,
     cfg = read_json(model_dir / "config.json")
     say(f"capability: {capability}")
 
-    if _needs_remote_code(cfg) and not config.trust_remote_code:
-        raise LoadError(
-            f"the model in {model_dir} needs its own Python code (config.json has auto_map for model_type "
-            f"{cfg.get('model_type')!r}); start the server with --trust-remote-code if you trust that code"
-        )
+    check_remote_code(model_dir, cfg, config.trust_remote_code)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device, cfg.get("dtype") or cfg.get("torch_dtype"))
     say(f"device {device}, dtype {str(dtype).removeprefix('torch.')}")

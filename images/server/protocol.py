@@ -1,32 +1,40 @@
-"""Validation of OpenAI request bodies (plain dicts, checked field by field).
+"""The OpenAI protocol as pydantic models: requests, responses, stream chunks, errors.
 
-Every problem becomes an :class:`APIError` 400 naming the offending field, so
-the client sees ``{"error": {"message", "type", "param", "code"}}`` and never a
-traceback. Unknown fields are ignored, as the OpenAI API does for most clients.
+Requests are validated by the models; every problem is raised as a
+``PydanticCustomError`` whose *type* is the OpenAI error ``code`` and whose
+message may name the field as ``{param}``. :func:`errors.from_validation_error`
+turns the first one into the 400 ``{"error": {...}}`` answer. Unknown fields are
+ignored, as the OpenAI API does for most clients. Fields are declared in the
+order they are checked: the first error reported is the first one found.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from .errors import APIError, bad_request
+from pydantic import BaseModel, BeforeValidator, Field, model_serializer, model_validator
+from pydantic_core import PydanticCustomError
 
 MAX_STOP_SEQUENCES = 4
+MAX_EMBEDDING_INPUTS = 2048
+ROLES = ("system", "developer", "user", "assistant", "tool")
+
+# ------------------------------------------------------------------------------------------ validators
 
 
-@dataclass
-class SamplingParams:
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    ignore_eos: bool = False
-    stream: bool = False
-    include_usage: bool = False
+# the OpenAI ``code`` of every request error the models raise (also the pydantic error type)
+ERROR_CODES = frozenset({"invalid_type", "invalid_value", "unsupported_value", "unsupported_parameter",
+                         "unsupported_content"})
+
+
+def invalid(message: str, code: str = "invalid_value") -> PydanticCustomError:
+    """A request error; ``{param}`` in ``message`` becomes the field's path."""
+    assert code in ERROR_CODES, code
+    return PydanticCustomError(code, message)
+
+
+def _got(v: Any) -> str:
+    return type(v).__name__
 
 
 def _is_int(v: Any) -> bool:
@@ -34,183 +42,342 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    return (isinstance(v, (int, float))) and not isinstance(v, bool)
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _opt_number(body: dict, name: str, lo: float, hi: float) -> float | None:
-    v = body.get(name)
-    if v is None:
-        return None
-    if not _is_number(v):
-        raise bad_request(f"'{name}' must be a number, got {type(v).__name__}", name, "invalid_type")
-    if not (lo <= float(v) <= hi):
-        raise bad_request(f"'{name}' must be between {lo:g} and {hi:g}, got {v}", name)
-    return float(v)
-
-
-def _opt_int(body: dict, name: str, lo: int) -> int | None:
-    v = body.get(name)
+def _integer(v: Any, minimum: int | None = None) -> int | None:
     if v is None:
         return None
     if not _is_int(v):
-        raise bad_request(f"'{name}' must be an integer, got {type(v).__name__}", name, "invalid_type")
-    if v < lo:
-        raise bad_request(f"'{name}' must be at least {lo}, got {v}", name)
-    return int(v)
-
-
-def _opt_bool(body: dict, name: str) -> bool | None:
-    v = body.get(name)
-    if v is None:
-        return None
-    if not isinstance(v, bool):
-        raise bad_request(f"'{name}' must be a boolean, got {type(v).__name__}", name, "invalid_type")
+        raise invalid(f"'{{param}}' must be an integer, got {_got(v)}", "invalid_type")
+    if minimum is not None and v < minimum:
+        raise invalid(f"'{{param}}' must be at least {minimum}, got {v}")
     return v
 
 
-def check_model(body: dict, served_name: str) -> None:
-    model = body.get("model")
-    if model is None:
-        return  # the OpenAI client always sends it; curl users may omit it
-    if not isinstance(model, str):
-        raise bad_request(f"'model' must be a string, got {type(model).__name__}", "model", "invalid_type")
-    if model != served_name:
-        raise APIError(
-            404,
-            f"The model '{model}' does not exist. This server serves '{served_name}'.",
-            param="model",
-            code="model_not_found",
-        )
+def _number(v: Any, lo: float, hi: float) -> float | None:
+    if v is None:
+        return None
+    if not _is_number(v):
+        raise invalid(f"'{{param}}' must be a number, got {_got(v)}", "invalid_type")
+    if not lo <= float(v) <= hi:
+        raise invalid(f"'{{param}}' must be between {lo:g} and {hi:g}, got {v}")
+    return float(v)
 
 
-def parse_sampling(body: dict, *, chat: bool) -> SamplingParams:
-    p = SamplingParams()
-    # n: only 1
-    n = body.get("n")
-    if n is not None:
-        if not _is_int(n):
-            raise bad_request(f"'n' must be an integer, got {type(n).__name__}", "n", "invalid_type")
-        if n != 1:
-            raise bad_request(f"only n=1 is supported, got n={n}", "n", "unsupported_value")
-    max_tokens = _opt_int(body, "max_tokens", 1)
-    if chat:
-        mct = _opt_int(body, "max_completion_tokens", 1)
-        if mct is not None:
-            max_tokens = mct
-    p.max_tokens = max_tokens
-    p.temperature = _opt_number(body, "temperature", 0.0, 2.0)
-    p.top_p = _opt_number(body, "top_p", 0.0, 1.0)
-    if p.top_p is not None and p.top_p == 0.0:
-        raise bad_request("'top_p' must be greater than 0", "top_p")
-    seed = body.get("seed")
-    if seed is not None and not _is_int(seed):
-        raise bad_request(f"'seed' must be an integer, got {type(seed).__name__}", "seed", "invalid_type")
-    p.seed = seed
-    p.presence_penalty = _opt_number(body, "presence_penalty", -2.0, 2.0) or 0.0
-    p.frequency_penalty = _opt_number(body, "frequency_penalty", -2.0, 2.0) or 0.0
-    if body.get("logprobs") not in (None, False, 0):
-        raise bad_request("'logprobs' is not supported by this server", "logprobs", "unsupported_parameter")
-    stop = body.get("stop")
-    if stop is not None:
-        if isinstance(stop, str):
-            stops = [stop]
-        elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
-            stops = list(stop)
-        else:
-            raise bad_request("'stop' must be a string or a list of strings", "stop", "invalid_type")
-        if len(stops) > MAX_STOP_SEQUENCES:
-            raise bad_request(f"'stop' takes at most {MAX_STOP_SEQUENCES} sequences, got {len(stops)}", "stop")
-        p.stop = [s for s in stops if s]
-    p.ignore_eos = bool(_opt_bool(body, "ignore_eos") or False)
-    p.stream = bool(_opt_bool(body, "stream") or False)
-    so = body.get("stream_options")
-    if so is not None:
-        if not isinstance(so, dict):
-            raise bad_request("'stream_options' must be an object", "stream_options", "invalid_type")
-        iu = so.get("include_usage")
-        if iu is not None and not isinstance(iu, bool):
-            raise bad_request(
-                "'stream_options.include_usage' must be a boolean", "stream_options.include_usage", "invalid_type"
-            )
-        p.include_usage = bool(iu)
-    return p
+def _boolean(v: Any, say_type: bool = True) -> bool | None:
+    if v is None or isinstance(v, bool):
+        return v
+    raise invalid("'{param}' must be a boolean" + (f", got {_got(v)}" if say_type else ""), "invalid_type")
 
 
-def parse_messages(body: dict) -> list[dict[str, str]]:
-    if "messages" not in body:
-        raise bad_request("'messages' is a required property", "messages", "missing_required_parameter")
-    messages = body["messages"]
-    if not isinstance(messages, list):
-        raise bad_request(f"'messages' must be an array, got {type(messages).__name__}", "messages", "invalid_type")
-    if not messages:
-        raise bad_request("'messages' must contain at least one message", "messages")
-    out: list[dict[str, str]] = []
-    for i, m in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(m, dict):
-            raise bad_request(f"'{where}' must be an object", where, "invalid_type")
-        role = m.get("role")
-        if not isinstance(role, str) or role not in ("system", "developer", "user", "assistant", "tool"):
-            raise bad_request(
-                f"'{where}.role' must be one of system, developer, user, assistant, tool", f"{where}.role"
-            )
-        content = m.get("content")
-        if content is None:
-            text = ""
-        elif isinstance(content, str):
-            text = content
-        elif isinstance(content, list):
-            parts = []
-            for j, part in enumerate(content):
-                if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                    raise bad_request(
-                        f"'{where}.content[{j}]' must be a text part; this server serves a text-only model",
-                        f"{where}.content",
-                        "unsupported_content",
-                    )
-                parts.append(part["text"])
-            text = "".join(parts)
-        else:
-            raise bad_request(f"'{where}.content' must be a string or an array of parts", f"{where}.content", "invalid_type")
-        out.append({"role": "system" if role == "developer" else role, "content": text})
-    return out
+def _unsupported(refused: bool, by: str = "server") -> None:
+    if refused:
+        raise invalid(f"'{{param}}' is not supported by this {by}", "unsupported_parameter")
 
 
-def parse_prompt(body: dict) -> str:
-    if "prompt" not in body:
-        raise bad_request("'prompt' is a required property", "prompt", "missing_required_parameter")
-    prompt = body["prompt"]
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-        prompt = prompt[0]
-    if not isinstance(prompt, str):
-        raise bad_request(
-            "'prompt' must be a string (a single prompt per request)", "prompt", "invalid_type"
-        )
-    if body.get("echo"):
-        raise bad_request("'echo' is not supported by this server", "echo", "unsupported_parameter")
-    if body.get("suffix"):
-        raise bad_request("'suffix' is not supported by this server", "suffix", "unsupported_parameter")
-    return prompt
+def _model_name(v: Any) -> str | None:
+    if v is None or isinstance(v, str):
+        return v
+    raise invalid(f"'{{param}}' must be a string, got {_got(v)}", "invalid_type")
 
 
-def parse_embedding_input(body: dict) -> list[str]:
-    if "input" not in body:
-        raise bad_request("'input' is a required property", "input", "missing_required_parameter")
-    inp = body["input"]
-    if isinstance(inp, str):
-        items = [inp]
-    elif isinstance(inp, list) and inp and all(isinstance(s, str) for s in inp):
-        items = list(inp)
-    elif isinstance(inp, list) and not inp:
-        raise bad_request("'input' must not be empty", "input")
+def _n(v: Any) -> int | None:
+    if _integer(v) not in (None, 1):
+        raise invalid(f"only n=1 is supported, got n={v}", "unsupported_value")
+    return v
+
+
+def _top_p(v: Any) -> float | None:
+    top_p = _number(v, 0.0, 1.0)
+    if top_p == 0.0:
+        raise invalid("'{param}' must be greater than 0")
+    return top_p
+
+
+def _stop(v: Any) -> list[str]:
+    if v is None:
+        return []
+    if isinstance(v, str):
+        stops = [v]
+    elif isinstance(v, list) and all(isinstance(s, str) for s in v):
+        stops = list(v)
     else:
-        raise bad_request("'input' must be a string or a list of strings", "input", "invalid_type")
-    if len(items) > 2048:
-        raise bad_request(f"'input' takes at most 2048 items, got {len(items)}", "input")
-    fmt = body.get("encoding_format")
-    if fmt not in (None, "float", "base64"):
-        raise bad_request("'encoding_format' must be 'float' or 'base64'", "encoding_format")
-    dims = body.get("dimensions")
-    if dims is not None:
-        raise bad_request("'dimensions' is not supported by this model", "dimensions", "unsupported_parameter")
-    return items
+        raise invalid("'{param}' must be a string or a list of strings", "invalid_type")
+    if len(stops) > MAX_STOP_SEQUENCES:
+        raise invalid(f"'{{param}}' takes at most {MAX_STOP_SEQUENCES} sequences, got {len(stops)}")
+    return [s for s in stops if s]
+
+
+def _object(v: Any) -> Any:
+    if v is not None and not isinstance(v, dict):
+        raise invalid("'{param}' must be an object", "invalid_type")
+    return v
+
+
+def _role(v: Any) -> str:
+    if not isinstance(v, str) or v not in ROLES:
+        raise invalid(f"'{{param}}' must be one of {', '.join(ROLES)}")
+    return v
+
+
+def _content(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, str):
+        return v
+    if not isinstance(v, list):
+        raise invalid("'{param}' must be a string or an array of parts", "invalid_type")
+    for j, part in enumerate(v):
+        if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+            raise invalid(f"'{{param}}[{j}]' must be a text part; this server serves a text-only model",
+                          "unsupported_content")
+    return "".join(part["text"] for part in v)
+
+
+def _messages(v: Any) -> Any:
+    if not isinstance(v, list):
+        raise invalid(f"'{{param}}' must be an array, got {_got(v)}", "invalid_type")
+    if not v:
+        raise invalid("'{param}' must contain at least one message")
+    return v
+
+
+def _single_prompt(v: Any) -> str:
+    if isinstance(v, list) and len(v) == 1 and isinstance(v[0], str):
+        v = v[0]
+    if not isinstance(v, str):
+        raise invalid("'{param}' must be a string (a single prompt per request)", "invalid_type")
+    return v
+
+
+def _inputs(v: Any) -> list[str]:
+    if isinstance(v, str):
+        return [v]
+    if isinstance(v, list) and not v:
+        raise invalid("'{param}' must not be empty")
+    if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
+        raise invalid("'{param}' must be a string or a list of strings", "invalid_type")
+    if len(v) > MAX_EMBEDDING_INPUTS:
+        raise invalid(f"'{{param}}' takes at most {MAX_EMBEDDING_INPUTS} items, got {len(v)}")
+    return v
+
+
+def _encoding_format(v: Any) -> str | None:
+    if v not in (None, "float", "base64"):
+        raise invalid("'{param}' must be 'float' or 'base64'")
+    return v
+
+
+TokenCount = Annotated[int | None, BeforeValidator(lambda v: _integer(v, minimum=1))]
+Penalty = Annotated[float, BeforeValidator(lambda v: _number(v, -2.0, 2.0) or 0.0)]
+Flag = Annotated[bool | None, BeforeValidator(lambda v: _boolean(v))]
+Unsupported = Annotated[None, BeforeValidator(lambda v: _unsupported(bool(v)))]
+
+
+# ------------------------------------------------------------------------------------------ requests
+
+
+class OpenAIRequest(BaseModel):
+    """The ``model`` field every endpoint checks first (404 when it names another model)."""
+
+    model: Annotated[str | None, BeforeValidator(_model_name)] = None
+
+
+class StreamOptions(BaseModel):
+    include_usage: Annotated[bool | None, BeforeValidator(lambda v: _boolean(v, say_type=False))] = None
+
+
+class SamplingRequest(OpenAIRequest):
+    """Fields shared by the chat and the legacy completions endpoint."""
+
+    n: Annotated[int | None, BeforeValidator(_n)] = None
+    max_tokens: TokenCount = None
+    max_completion_tokens: TokenCount = None  # chat only (CompletionRequest ignores it)
+    temperature: Annotated[float | None, BeforeValidator(lambda v: _number(v, 0.0, 2.0))] = None
+    top_p: Annotated[float | None, BeforeValidator(_top_p)] = None
+    seed: Annotated[int | None, BeforeValidator(lambda v: _integer(v))] = None
+    presence_penalty: Penalty = 0.0
+    frequency_penalty: Penalty = 0.0
+    logprobs: Annotated[None, BeforeValidator(lambda v: _unsupported(v not in (None, False, 0)))] = None
+    stop: Annotated[list[str], BeforeValidator(_stop)] = Field(default_factory=list)
+    ignore_eos: Flag = None  # vLLM's extra: generate exactly max_tokens
+    stream: Flag = None
+    stream_options: Annotated[StreamOptions | None, BeforeValidator(_object)] = None
+
+    @property
+    def token_limit(self) -> int | None:
+        """Completion tokens asked for (None: as many as the context leaves)."""
+        return self.max_tokens
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class ChatMessage(BaseModel):
+    role: Annotated[str, BeforeValidator(_role)] = Field(default=None, validate_default=True)
+    content: Annotated[str, BeforeValidator(_content)] = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _must_be_object(cls, v: Any) -> Any:
+        return _object(v)
+
+    def for_template(self) -> dict[str, str]:
+        """The message as chat templates expect it (``developer`` is read as ``system``)."""
+        return {"role": "system" if self.role == "developer" else self.role, "content": self.content}
+
+
+class _ChatInput(OpenAIRequest):
+    messages: Annotated[list[ChatMessage], BeforeValidator(_messages)]
+
+
+class ChatCompletionRequest(SamplingRequest, _ChatInput):  # (bases in this order: messages are checked first)
+    @property
+    def token_limit(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+
+class _CompletionInput(OpenAIRequest):
+    prompt: Annotated[str, BeforeValidator(_single_prompt)]
+    echo: Unsupported = None
+    suffix: Unsupported = None
+
+
+class CompletionRequest(SamplingRequest, _CompletionInput):
+    # the legacy API has no max_completion_tokens: accepted and ignored, unchecked
+    max_completion_tokens: Any = Field(default=None, exclude=True)
+
+
+class EmbeddingRequest(OpenAIRequest):
+    input: Annotated[list[str], BeforeValidator(_inputs)]
+    encoding_format: Annotated[Literal["float", "base64"] | None, BeforeValidator(_encoding_format)] = None
+    dimensions: Annotated[None, BeforeValidator(lambda v: _unsupported(v is not None, by="model"))] = None
+
+
+# ------------------------------------------------------------------------------------------ responses
+# Field order is the JSON key order clients have always seen.
+
+
+class UsageInfo(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+    @classmethod
+    def of(cls, prompt_tokens: int, completion_tokens: int) -> UsageInfo:
+        return cls(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                   total_tokens=prompt_tokens + completion_tokens)
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+    refusal: None = None
+
+
+class ChatCompletionChoice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    logprobs: None = None
+    finish_reason: str | None
+
+
+class CompletionChoice(BaseModel):
+    """A choice of /v1/completions, whole or as a stream chunk (same shape)."""
+
+    index: int = 0
+    text: str
+    logprobs: None = None
+    finish_reason: str | None = None
+
+
+class _Response(BaseModel):
+    id: str
+    object: str
+    created: int
+    model: str
+
+
+class ChatCompletionResponse(_Response):
+    object: Literal["chat.completion"] = "chat.completion"
+    choices: list[ChatCompletionChoice]
+    usage: UsageInfo
+    system_fingerprint: None = None
+
+
+class CompletionResponse(_Response):
+    object: Literal["text_completion"] = "text_completion"
+    choices: list[CompletionChoice]
+    usage: UsageInfo
+    system_fingerprint: None = None
+
+
+class DeltaMessage(BaseModel):
+    role: str | None = None
+    content: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _only_set(self, handler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class ChatChunkChoice(BaseModel):
+    index: int = 0
+    delta: DeltaMessage
+    logprobs: None = None
+    finish_reason: str | None = None
+
+
+class StreamChunk(_Response):
+    """One ``data:`` event; ``usage`` is sent (null until the last event) only when asked for."""
+
+    system_fingerprint: None = None
+    choices: list[ChatChunkChoice] | list[CompletionChoice]
+    usage: UsageInfo | None = None
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: EmbeddingUsage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "ezrunner"
+    capability: str | None = None
+    max_model_len: int | None = None
+    device: str | None = None
+    dtype: str | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorInfo(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorInfo

@@ -1,0 +1,1 @@
+"""One APIRouter per endpoint family (as in vLLM's OpenAI server); shared dependencies in deps."""

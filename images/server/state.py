@@ -1,0 +1,80 @@
+"""What one server process holds: its settings, metrics, admission and the engine as it loads."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+
+from .config import LoadError, ServerConfig
+from .engine import load_engine
+from .metrics import ServerMetrics
+from .serving import Admission
+
+log = logging.getLogger("ezrunner_server")
+
+
+class ServerState:
+    """Kept on ``app.state.server``; the routers reach it through ``routers.deps``."""
+
+    def __init__(self, config: ServerConfig, *, load: bool = True) -> None:
+        self.config = config
+        self.load_on_start = load
+        self.metrics = ServerMetrics()
+        self.engine = None
+        self.ready = False
+        self.load_error: str | None = None
+        self.phase = "starting"
+        self.created = int(time.time())
+        self.admission: Admission | None = None
+        self.on_load_failure: Callable[[str], None] | None = None
+        self._thread: threading.Thread | None = None
+
+    @asynccontextmanager
+    async def lifespan(self, _app):
+        """The application's lifespan: admission opens, the model loads in the background,
+        the engine stops on shutdown."""
+        self.admission = Admission(self.config.max_concurrency, self.config.max_queue, self.metrics)
+        if self.load_on_start:
+            self.start_loading()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(self.shutdown)
+
+    def start_loading(self) -> None:
+        self._thread = threading.Thread(target=self._load, name="ezrunner-load", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        def progress(msg: str) -> None:
+            self.phase = msg
+            log.info("%s", msg)
+
+        try:
+            log.info("loading %s as %r", self.config.model_dir, self.config.served_model_name)
+            t0 = time.perf_counter()
+            self.engine = load_engine(self.config, self.metrics, progress)
+            self.ready = True
+            self.phase = "ready"
+            self.metrics.ready.set(1)
+            log.info("ready in %.1f s (serving %r)", time.perf_counter() - t0, self.config.served_model_name)
+        except LoadError as exc:
+            self._failed(str(exc))
+        except Exception as exc:  # noqa: BLE001 - reported, then the process exits
+            log.exception("loading the model failed")
+            self._failed(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+
+    def _failed(self, message: str) -> None:
+        self.load_error = message
+        self.phase = "failed"
+        log.error("cannot serve the model: %s", message)
+        if self.on_load_failure is not None:
+            self.on_load_failure(message)
+
+    def shutdown(self) -> None:
+        if self.engine is not None:
+            self.engine.stop()
