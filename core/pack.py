@@ -25,7 +25,6 @@ Public entry points: :func:`pack` (callback style, returns :class:`PackResult`) 
 from __future__ import annotations
 
 import contextlib
-import copy
 import errno
 import hashlib
 import json
@@ -41,34 +40,29 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-from ezrunner.core import bundle as B
+from ezrunner.core import docker_api, locations
 from ezrunner.core import events as ev
-from ezrunner.core import locations
+from ezrunner.core.bundle import format as B
+from ezrunner.core.engines import (
+    CONTAINER_PORT,
+    CONTAINER_UID,
+    DEVICES,
+    ENGINES,
+    EngineSpec,
+    ServeRequest,
+    default_device,
+    get_spec,
+    model_dir_in_image,
+)
 from ezrunner.core.errors import EzError, UsageError
+from ezrunner.core.fsutil import atomic_write_text
 from ezrunner.core.units import human_bytes
 
 from ezrunner._version import __version__
 
 # --------------------------------------------------------------------------- defaults
 
-# Pinned default base images (tag + digest where known). ``--base-image`` overrides.
-DEFAULT_BASE_IMAGES: dict[tuple[str, str], str] = {
-    ("transformers", "cpu"): "python:3.11-slim-bookworm",
-    ("transformers", "cuda"): "nvidia/cuda:12.8.1-runtime-ubuntu24.04",
-    ("vllm", "cuda"): "vllm/vllm-openai:v0.11.0",
-}
-# The CUDA Transformers template takes CPython 3.11 from this image.
-CUDA_PYTHON_IMAGE = "python:3.11-slim-bookworm"
-
-TEMPLATES: dict[tuple[str, str], str] = {
-    ("transformers", "cpu"): "transformers-cpu.Dockerfile.j2",
-    ("transformers", "cuda"): "transformers-cuda.Dockerfile.j2",
-    ("vllm", "cuda"): "vllm.Dockerfile.j2",
-}
-
 ENGINE_REPO = "ezrunner-engine"
-VENV_PYTHON = "/opt/ezrunner/venv/bin/python"
-SOURCE_URL = "https://github.com/ezrunner/ezrunner"
 MIN_FREE_MARGIN = 64 << 20
 
 # --------------------------------------------------------------------------- validation
@@ -156,59 +150,8 @@ class PackCancelled(EzError):
 # --------------------------------------------------------------------------- docker
 
 
-def docker_client(timeout: int = 3600):
-    """A docker-py client with a long timeout; daemon problems become one-line EzErrors."""
-    import docker
-
-    try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-        return client
-    except docker.errors.DockerException as exc:
-        raise docker_error(exc) from None
-
-
-def docker_error(exc: BaseException) -> EzError:
-    text = str(exc)
-    low = text.lower()
-    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    if "permission denied" in low:
-        return EzError(
-            f"permission denied on the Docker socket ({host})",
-            hint="add your user to the 'docker' group (then log in again) or run as root",
-        )
-    if any(s in low for s in ("connection refused", "no such file", "filenotfounderror", "connection aborted", "error while fetching server api version", "timed out", "name or service not known")):
-        return EzError(
-            f"the Docker daemon is not running or not reachable ({host})",
-            hint="start it (sudo systemctl start docker) or set DOCKER_HOST",
-        )
-    first = text.splitlines()[0][:300] if text else type(exc).__name__
-    return EzError(f"Docker: {first}")
-
-
-def _image_or_none(client, ref: str):
-    import docker
-
-    try:
-        return client.images.get(ref)
-    except docker.errors.ImageNotFound:
-        return None
-    except docker.errors.APIError as exc:
-        if getattr(exc, "status_code", None) == 404:
-            return None
-        raise docker_error(exc) from None
-
-
-def require_image(client, ref: str):
-    img = _image_or_none(client, ref)
-    if img is None:
-        safe = re.sub(r"[^\w.-]+", "_", ref)
-        raise EzError(
-            f"base image {ref} is not in the local Docker engine",
-            hint=(f"on a machine with network: docker pull {ref} && docker save {ref} -o {safe}.tar; "
-                  f"then here: docker load -i {safe}.tar (or pick another with --base-image)"),
-        )
-    return img
+docker_client = docker_api.connect
+docker_error = docker_api.docker_error
 
 
 # --------------------------------------------------------------------------- templates
@@ -234,108 +177,19 @@ def _template_env():
     return env
 
 
-def healthcheck_cmd(engine: str) -> list[str]:
-    path = B.READY_PATHS[engine]
-    py = VENV_PYTHON if engine == "transformers" else "python3"
-    code = (
-        "import sys,urllib.request; "
-        f"r=urllib.request.urlopen('http://127.0.0.1:{B.CONTAINER_PORT}{path}',timeout=4); "
-        "sys.exit(0 if r.status==200 else 1)"
-    )
-    return ["CMD", py, "-c", code]
-
-
-def engine_labels(engine: str, device: str, base_image: str) -> list[tuple[str, str]]:
-    return [
-        (B.LABEL_ENGINE, engine),
-        (B.LABEL_DEVICE, device),
-        (B.LABEL_NEEDS_GPU, "true" if device == "cuda" else "false"),
-        (B.LABEL_PORT, str(B.CONTAINER_PORT)),
-        (B.LABEL_READY_PATH, B.READY_PATHS[engine]),
-        (B.LABEL_API_KEY_ENV, B.API_KEY_ENVS[engine]),
-        (B.LABEL_VERSION, __version__),
-        ("ezrunner.base-image", base_image),
-        (B.OCI_SOURCE, SOURCE_URL),
-    ]
-
-
-def model_labels(*, model: str, revision: str | None, served_name: str, engine: str, device: str,
-                 serve_args: list[str], plan: dict, model_bytes: int, created: str) -> dict[str, str]:
-    return {
-        B.LABEL_MODEL: model,
-        B.LABEL_REVISION: revision or "",
-        B.LABEL_SERVED_MODEL_NAME: served_name,
-        B.LABEL_ENGINE: engine,
-        B.LABEL_DEVICE: device,
-        B.LABEL_NEEDS_GPU: "true" if device == "cuda" else "false",
-        B.LABEL_PORT: str(B.CONTAINER_PORT),
-        B.LABEL_READY_PATH: B.READY_PATHS[engine],
-        B.LABEL_SERVE_ARGS: json.dumps(serve_args),
-        B.LABEL_API_KEY_ENV: B.API_KEY_ENVS[engine],
-        B.LABEL_PLAN: json.dumps(plan, sort_keys=True, separators=(",", ":")),
-        B.LABEL_MODEL_BYTES: str(model_bytes),
-        B.LABEL_VERSION: __version__,
-        B.OCI_TITLE: served_name,
-        B.OCI_VERSION: revision or __version__,
-        B.OCI_CREATED: created,
-        B.OCI_DESCRIPTION: f"{model} served by {engine} on {device} (ezrunner bundle)",
-        B.OCI_SOURCE: SOURCE_URL,
-    }
-
-
-def render_dockerfile(
-    engine: str,
-    device: str,
-    *,
-    base_image: str,
-    python_image: str = CUDA_PYTHON_IMAGE,
-    model_name: str | None = None,
-    labels: dict[str, str] | None = None,
-    serve_args: list[str] | None = None,
-) -> str:
-    """Render the engine Dockerfile. With ``model_name`` it also COPYs ``model`` into
-    ``/models/<name>`` with the model's labels and CMD (the plain ``docker build``
-    path, used by the benchmark); ``pack`` itself never needs that part."""
-    key = (engine, device)
-    if key not in TEMPLATES:
-        raise UsageError(f"--engine: {engine} has no {device} image", hint="vLLM needs an NVIDIA GPU (device cuda)")
+def render_dockerfile(spec: EngineSpec, *, base_image: str) -> str:
+    """Render the engine image's Dockerfile from the row's template."""
     validate_image_ref(base_image)
-    validate_image_ref(python_image)
-    if model_name is not None and served_name_for(model_name) != model_name:
-        raise UsageError(f"not a valid served model name: {model_name!r}")
     ctx = {
         "base_image": base_image,
-        "python_image": python_image,
-        "uid": B.CONTAINER_UID,
-        "port": B.CONTAINER_PORT,
-        "healthcheck": healthcheck_cmd(engine)[1:],  # the exec form after HEALTHCHECK ... CMD
-        "engine_labels": engine_labels(engine, device, base_image),
-        "model_name": model_name,
-        "model_dir": B.model_dir_in_image(model_name) if model_name else None,
-        "model_labels": sorted((labels or {}).items()),
-        "serve_args": serve_args or [],
+        "python_image": spec.extra_images[0] if spec.extra_images else "",
+        "uid": CONTAINER_UID,
+        "port": CONTAINER_PORT,
+        "start_period": spec.start_period_s,
+        "healthcheck": spec.healthcheck()[1:],  # the exec form after HEALTHCHECK ... CMD
+        "engine_labels": B.engine_image_labels(spec, base_image),
     }
-    return _template_env().get_template(TEMPLATES[key]).render(**ctx)
-
-
-def serve_args_for(engine: str, device: str, *, served_name: str, plan: dict, max_model_len: int | None = None) -> list[str]:
-    model_dir = B.model_dir_in_image(served_name)
-    if engine == "vllm":
-        from ezrunner.images.vllm_args import vllm_serve_args
-
-        p = dict(plan)
-        if max_model_len:
-            p["max_model_len"] = max_model_len
-        return vllm_serve_args(p, model_dir=model_dir, served_model_name=served_name)
-    args = [VENV_PYTHON, "-m", "ezrunner_server", model_dir, "--host", "0.0.0.0", "--port", str(B.CONTAINER_PORT),
-            "--served-model-name", served_name, "--device", device]
-    mml = max_model_len or plan.get("max_model_len")
-    if isinstance(mml, int) and mml > 0:
-        args += ["--max-model-len", str(mml)]
-    conc = plan.get("max_concurrent_sequences")
-    if isinstance(conc, int) and conc > 0:
-        args += ["--max-concurrency", str(conc)]
-    return args
+    return _template_env().get_template(spec.template).render(**ctx)
 
 
 # --------------------------------------------------------------------------- engine image
@@ -468,7 +322,7 @@ def load_engine_export(image_id: str) -> EngineExport | None:
 def export_engine(client, image_id: str, *, check: Callable[[], None]) -> Iterator[ev.Event | EngineExport]:
     """``docker save`` the engine image once, keeping its layer tars in the cache."""
     import docker
-    from ezrunner.core.dockerarchive import ChunkReader
+    from ezrunner.core.bundle.writer import ChunkReader
 
     cached = load_engine_export(image_id)
     if cached is not None:
@@ -549,14 +403,13 @@ def _drop_stale_exports(client, keep: str) -> None:
         if child.name == keep or child.name.startswith(".") or not re.fullmatch(r"[0-9a-f]{64}", child.name):
             continue
         with contextlib.suppress(Exception):
-            if _image_or_none(client, "sha256:" + child.name) is None:
+            if docker_api.image_or_none(client, "sha256:" + child.name) is None:
                 shutil.rmtree(child, ignore_errors=True)
 
 
 def ensure_engine_image(
     client,
-    engine: str,
-    device: str,
+    spec: EngineSpec,
     *,
     base_image: str,
     check: Callable[[], None],
@@ -564,22 +417,20 @@ def ensure_engine_image(
     """Build (or reuse) the engine image; yields events, then (tag, image id, reused)."""
     from ezrunner.core.wheelhouse import ensure_wheelhouse
 
-    base = require_image(client, base_image)
-    python_image_id = ""
-    if (engine, device) == ("transformers", "cuda"):
-        python_image_id = require_image(client, CUDA_PYTHON_IMAGE).id
-    dockerfile = render_dockerfile(engine, device, base_image=base_image)
+    base = docker_api.require_image(client, base_image)
+    python_image_id = "".join(docker_api.require_image(client, ref).id for ref in spec.extra_images)
+    dockerfile = render_dockerfile(spec, base_image=base_image)
     wheelhouse = None
-    if engine == "transformers":
-        for item in ensure_wheelhouse(device=device):
+    if spec.uses_wheelhouse:
+        for item in ensure_wheelhouse(device=spec.device):
             if isinstance(item, ev.Event):
                 yield item
             else:
                 wheelhouse = item
         check()
     key = engine_cache_key(dockerfile, base.id + python_image_id, wheelhouse.digest() if wheelhouse else "")
-    tag = f"{ENGINE_REPO}/{engine}-{device}:{key}"
-    existing = _image_or_none(client, tag)
+    tag = f"{ENGINE_REPO}/{spec.key}:{key}"
+    existing = docker_api.image_or_none(client, tag)
     if existing is not None:
         yield ev.Notice("build", level="info", message=f"reusing the cached engine image {tag}")
         yield (tag, existing.id, True)
@@ -593,14 +444,14 @@ def ensure_engine_image(
                 image_id = item
             else:
                 yield item
-    img = _image_or_none(client, tag)
+    img = docker_api.image_or_none(client, tag)
     if img is None:
         raise EzError(f"the engine image build finished but {tag} is missing")
     # The wheel-install stage stays behind as an untagged image labelled
     # ezrunner.stage=wheels: it is the build cache that makes a rebuild (new server
     # code) skip the pip install. `docker image prune --filter label=ezrunner.stage=wheels`
     # removes it.
-    _prune_old_engines(client, f"{ENGINE_REPO}/{engine}-{device}", keep=img.id)
+    _prune_old_engines(client, f"{ENGINE_REPO}/{spec.key}", keep=img.id)
     yield ev.PhaseFinished("build", detail=f"built {tag}", data={"image": tag, "id": img.id})
     yield (tag, img.id or image_id or "", False)
 
@@ -733,9 +584,9 @@ def iter_pack(
     # ---- arguments
     if engine in (None, "", "auto"):
         engine = None
-    elif engine not in B.ENGINES:
-        raise UsageError(f"--engine: unknown engine {engine!r}", hint="auto, vllm or transformers")
-    if device is not None and device not in B.DEVICES:
+    elif engine not in ENGINES:
+        raise UsageError(f"--engine: unknown engine {engine!r}", hint=f"auto, {', '.join(ENGINES)}")
+    if device is not None and device not in DEVICES:
         raise UsageError(f"device: unknown device {device!r}")
     if base_image is not None:
         validate_image_ref(base_image)
@@ -778,21 +629,17 @@ def iter_pack(
         raise EzError(f"the plan says this model does not fit the target{': ' + reasons if reasons else ''}",
                       hint="pack anyway with --yes, or pick a smaller model / other target")
     engine = engine or plan_dict.get("engine") or "transformers"
-    device = device or plan_dict.get("device") or ("cuda" if engine == "vllm" else "cpu")
-    if engine not in B.ENGINES:
-        raise UsageError(f"--engine: unknown engine {engine!r}")
-    if (engine, device) not in TEMPLATES:
-        raise UsageError(f"--engine {engine}: no image for device {device}", hint="vLLM needs an NVIDIA GPU target")
-    base_image = base_image or DEFAULT_BASE_IMAGES[(engine, device)]
+    spec = get_spec(engine, device or plan_dict.get("device") or default_device(engine))
+    base_image = base_image or spec.default_base_image
     served = served_name_for(model_id)
-    yield ev.PhaseFinished("plan", detail=f"{engine} on {device}", data={"plan": plan_dict})
+    yield ev.PhaseFinished("plan", detail=f"{spec.engine} on {spec.device}", data={"plan": plan_dict})
 
     # ---- engine image
     tb = time.monotonic()
-    yield ev.PhaseStarted("build", label=f"engine image: {engine} on {device}, base {base_image}")
+    yield ev.PhaseStarted("build", label=f"engine image: {spec.engine} on {spec.device}, base {base_image}")
     tag = image_id = None
     reused = False
-    for item in ensure_engine_image(client, engine, device, base_image=base_image, check=check):
+    for item in ensure_engine_image(client, spec, base_image=base_image, check=check):
         if isinstance(item, ev.Event):
             yield item
         else:
@@ -810,7 +657,7 @@ def iter_pack(
     # ---- export: the bundle
     yield from _write_bundle(
         target=target, part_size=part_size, folder=folder, model_id=model_id, revision=resolved_rev,
-        served=served, engine=engine, device=device, plan_dict=plan_dict, max_model_len=max_model_len,
+        served=served, spec=spec, plan_dict=plan_dict, max_model_len=max_model_len,
         export=export, engine_tag=tag, engine_reused=reused, check=check, seconds=seconds, t0=t0,
     )
 
@@ -865,22 +712,21 @@ def _write_bundle(**kwargs: Any) -> Iterator[ev.Event]:
 
 
 def _write_bundle_work(emit: ev.EventCallback, *, target: Path, part_size: int | None, folder: Path, model_id: str, revision: str | None,
-                  served: str, engine: str, device: str, plan_dict: dict, max_model_len: int | None,
+                  served: str, spec: EngineSpec, plan_dict: dict, max_model_len: int | None,
                   export: EngineExport, engine_tag: str, engine_reused: bool, check: Callable[[], None],
                   seconds: dict[str, float], t0: float) -> PackResult:
-    from ezrunner.core.dockerarchive import (
+    from ezrunner.core.bundle.writer import (
         DiskFull,
         SplitWriter,
-        image_config_bytes,
         plan_model_layer,
     )
 
     te = time.monotonic()
     _clean_stale(target)
-    model_dir = B.model_dir_in_image(served)
+    model_dir = model_dir_in_image(served)
 
     # free space, against the estimate (engine layers + model + headers)
-    from ezrunner.core.dockerarchive import iter_model_files
+    from ezrunner.core.bundle.writer import iter_model_files
 
     model_files = iter_model_files(folder)
     model_est = sum(p.stat().st_size for _r, p in model_files) + 1024 * (len(model_files) + 8)
@@ -901,7 +747,7 @@ def _write_bundle_work(emit: ev.EventCallback, *, target: Path, part_size: int |
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from ezrunner.core.dockerarchive import Tail, bundle_stream, tar_header
+    from ezrunner.core.bundle.writer import Tail, bundle_stream, tar_header
 
     abort = threading.Event()
 
@@ -912,26 +758,24 @@ def _write_bundle_work(emit: ev.EventCallback, *, target: Path, part_size: int |
 
     created = B.now_iso()
     mtime = int(time.time())
-    serve_args = serve_args_for(engine, device, served_name=served, plan=plan_dict, max_model_len=max_model_len)
+    serve_args = spec.serve_argv(ServeRequest(served, plan_dict, max_model_len))
     model_bytes = sum(p.stat().st_size for _r, p in model_files)
     zero = "0" * 64
 
     def bundle_manifest(files: dict[str, str], config_digest: str, image_tag: str) -> B.BundleManifest:
         return B.BundleManifest(
             model=model_id, revision=revision, served_model_name=served, files=files,
-            model_bytes=model_bytes, engine=engine, device=device, plan=plan_dict,
+            model_bytes=model_bytes, engine=spec.engine, device=spec.device, plan=plan_dict,
             image_id=config_digest, image_tag=image_tag, ezrunner_version=__version__, created=created,
         )
 
-    def tag_for(diff_hex: str) -> str:
-        return f"ezrunner/{served}:{engine}-{device}-{diff_hex[:12]}"
-
-    placeholder = bundle_manifest({rel: zero for rel, _p in model_files}, "sha256:" + zero, tag_for(zero)).to_json_bytes()
+    placeholder = bundle_manifest({rel: zero for rel, _p in model_files}, "sha256:" + zero,
+                                  B.image_tag(served, spec, "sha256:" + zero)).to_json_bytes()
 
     layer_names: list[str] = []
     seen: dict[str, str] = {}
     for _p, _s, diff in export.layers:
-        layer_names.append(seen.setdefault(diff, f"{diff.split(':')[1]}/layer.tar"))
+        layer_names.append(seen.setdefault(diff, B.layer_member(diff)))
     engine_items: list[tuple[str, Path, int]] = []
     written_names: set[str] = set()
     for (path, size, _diff), name in zip(export.layers, layer_names, strict=True):
@@ -949,43 +793,20 @@ def _write_bundle_work(emit: ev.EventCallback, *, target: Path, part_size: int |
             layer = pass1.result()
             if set(layer.files) != {rel for rel, _p in model_files} or layer.model_bytes != model_bytes:
                 raise OSError("the model folder changed while packing")
-            labels = model_labels(model=model_id, revision=revision, served_name=served, engine=engine, device=device,
-                                  serve_args=serve_args, plan=plan_dict, model_bytes=model_bytes, created=created)
-            cfg = copy.deepcopy(export.config)
-            for k in ("container", "container_config", "docker_version", "id", "parent"):
-                cfg.pop(k, None)
-            cfg["created"] = created
-            cc = cfg.setdefault("config", {})
-            merged = dict(cc.get("Labels") or {})
-            merged.update(labels)
-            cc["Labels"] = merged
-            cc["Cmd"] = serve_args
-            if engine == "vllm":
-                cc["Entrypoint"] = None
-            cc["Healthcheck"] = {
-                "Test": healthcheck_cmd(engine),
-                "Interval": 10_000_000_000, "Timeout": 5_000_000_000,
-                "StartPeriod": (600 if engine == "transformers" else 1200) * 1_000_000_000, "Retries": 3,
-            }
-            cc["ExposedPorts"] = {f"{B.CONTAINER_PORT}/tcp": {}}
-            cc["User"] = f"{B.CONTAINER_UID}:{B.CONTAINER_UID}"
-            cfg["rootfs"] = {"type": "layers", "diff_ids": [d for _p, _s, d in export.layers] + [layer.diff_id]}
-            hist = list(cfg.get("history") or [])
-            hist.append({"created": created, "created_by": f"ezrunner pack: model {model_id} -> {model_dir}", "comment": "ezrunner model layer"})
-            cfg["history"] = hist
-            cfg_raw, config_digest = image_config_bytes(cfg)
-            diff_hex = layer.diff_id.split(":")[1]
-            image_tag = tag_for(diff_hex)
-            layer_name = f"{diff_hex}/layer.tar"
-            docker_manifest = [{"Config": f"{config_digest.split(':')[1]}.json", "RepoTags": [image_tag],
-                                "Layers": layer_names + [layer_name]}]
+            manifest = bundle_manifest(layer.files, "", "")
+            image = B.ImageSpec(spec, B.BundleLabels.for_bundle(manifest, spec, serve_args), layer.diff_id,
+                                f"ezrunner pack: model {model_id} -> {model_dir}")
+            cfg_raw, config_digest = B.image_config_bytes(B.image_config(export.config, image))
+            image_tag = B.image_tag(served, spec, layer.diff_id)
+            layer_name = B.layer_member(layer.diff_id)
+            config_name = B.config_member(config_digest)
             manifest = bundle_manifest(layer.files, config_digest, image_tag)
             real = manifest.to_json_bytes()
             if len(real) != len(placeholder):
                 raise AssertionError("the bundle manifest changed length between placeholder and final")
             state.update(manifest=manifest, real=real, config_digest=config_digest, image_tag=image_tag)
-            state["tail"] = Tail(layer, layer_name, f"{config_digest.split(':')[1]}.json", cfg_raw,
-                                 json.dumps(docker_manifest).encode())
+            state["tail"] = Tail(layer, layer_name, config_name, cfg_raw,
+                                 B.docker_manifest_bytes(config_name, image_tag, [*layer_names, layer_name]))
             return state["tail"]
 
     split = part_size is not None
@@ -1048,7 +869,8 @@ def _write_bundle_work(emit: ev.EventCallback, *, target: Path, part_size: int |
         else:
             os.replace(out.paths[0], target)
             finals.append(target)
-        sidecar = B.write_sidecar(target, digest)
+        sidecar = B.sidecar_path(target)
+        atomic_write_text(sidecar, B.format_sidecar(digest, target.name))
         _fsync_dir(target.parent)
         ok = True
     except DiskFull:

@@ -33,11 +33,23 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ezrunner.core import bundle as fmt
+from ezrunner.core import docker_api
+from ezrunner.core.bundle import format as fmt
+from ezrunner.core.bundle.format import BundleError, BundleLabels
+from ezrunner.core.bundle.reader import (
+    BundleInfo,
+    BundleSource,
+    RunCancelled,
+    find_bundle,
+    inspect_bundle,
+    iter_chunks,
+    verify_bundle,
+)
+from ezrunner.core.engines import ENGINE_TABLE
 from ezrunner.core.errors import EzError, UsageError
 from ezrunner.core.events import (
     BytesProgress,
@@ -47,16 +59,6 @@ from ezrunner.core.events import (
     PhaseFinished,
     PhaseStarted,
     StepProgress,
-)
-from ezrunner.core.run_bundle import (
-    BundleError,
-    BundleInfo,
-    BundleSource,
-    RunCancelled,
-    find_bundle,
-    inspect_bundle,
-    iter_chunks,
-    verify_bundle,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -109,35 +111,9 @@ def _noop(_e: Event) -> None:
 # --------------------------------------------------------------------------- docker
 
 
-def connect(timeout: int = 3600) -> docker.DockerClient:
-    """A docker client with a long timeout (loads of tens of GB take minutes)."""
-    import docker
-    from docker.errors import DockerException
-
-    try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-    except DockerException as exc:
-        raise EzError(
-            "cannot reach the Docker engine: " + _first_line(str(exc)),
-            hint="start Docker (`sudo systemctl start docker`) and check that you may use it "
-            "(member of the docker group, or DOCKER_HOST)",
-        ) from None
-    return client
-
-
-def _first_line(text: str, limit: int = 300) -> str:
-    line = next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
-    return line[:limit]
-
-
-def _api_message(exc: Exception) -> str:
-    explanation = getattr(exc, "explanation", None)
-    if explanation:
-        if isinstance(explanation, bytes):
-            explanation = explanation.decode("utf-8", "replace")
-        return _first_line(str(explanation))
-    return _first_line(str(exc))
+connect = docker_api.connect
+_api_message = docker_api.api_message
+_first_line = docker_api.first_line
 
 
 NVIDIA_FIX = (
@@ -173,89 +149,11 @@ def explain_start_error(exc: Exception, *, host: str, port: int | None) -> EzErr
 # --------------------------------------------------------------------------- labels
 
 
-@dataclass(frozen=True)
-class BundleLabels:
-    """The image's ``ezrunner.*`` labels: the ONLY source of how to start it."""
-
-    model: str
-    served_model_name: str
-    engine: str
-    device: str
-    needs_gpu: bool
-    port: int
-    ready_path: str
-    serve_args: tuple[str, ...]
-    api_key_env: str
-    model_bytes: int
-    revision: str = ""
-    version: str = ""
-    plan: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_labels(cls, labels: dict[str, str] | None, *, what: str = "the image") -> BundleLabels:
-        labels = labels or {}
-        required = (
-            fmt.LABEL_MODEL,
-            fmt.LABEL_SERVED_MODEL_NAME,
-            fmt.LABEL_ENGINE,
-            fmt.LABEL_PORT,
-            fmt.LABEL_READY_PATH,
-            fmt.LABEL_SERVE_ARGS,
-            fmt.LABEL_API_KEY_ENV,
-        )
-        missing = [k for k in required if not labels.get(k)]
-        if missing:
-            raise BundleError(
-                f"not an ezrunner image: {what} lacks the label(s) {', '.join(missing)}",
-                hint="run bundles written by `ezrunner pack`; nothing about the engine is guessed",
-            )
-        try:
-            port = int(labels[fmt.LABEL_PORT])
-            if not 0 < port < 65536:
-                raise ValueError
-        except ValueError:
-            raise BundleError(f"bad label {fmt.LABEL_PORT}={labels[fmt.LABEL_PORT]!r} on {what}") from None
-        try:
-            args = json.loads(labels[fmt.LABEL_SERVE_ARGS])
-            if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
-                raise ValueError
-        except ValueError:
-            raise BundleError(f"bad label {fmt.LABEL_SERVE_ARGS} on {what}: not a JSON list of strings") from None
-        ready = labels[fmt.LABEL_READY_PATH]
-        if not ready.startswith("/"):
-            raise BundleError(f"bad label {fmt.LABEL_READY_PATH}={ready!r} on {what}: not a path")
-        try:
-            plan = json.loads(labels.get(fmt.LABEL_PLAN) or "{}")
-        except ValueError:
-            plan = {}
-        try:
-            model_bytes = int(labels.get(fmt.LABEL_MODEL_BYTES) or 0)
-        except ValueError:
-            model_bytes = 0
-        device = labels.get(fmt.LABEL_DEVICE, "")
-        needs = labels.get(fmt.LABEL_NEEDS_GPU, "").strip().lower()
-        return cls(
-            model=labels[fmt.LABEL_MODEL],
-            served_model_name=labels[fmt.LABEL_SERVED_MODEL_NAME],
-            engine=labels[fmt.LABEL_ENGINE],
-            device=device,
-            needs_gpu=needs == "true",
-            port=port,
-            ready_path=ready,
-            serve_args=tuple(args),
-            api_key_env=labels[fmt.LABEL_API_KEY_ENV],
-            model_bytes=model_bytes,
-            revision=labels.get(fmt.LABEL_REVISION, ""),
-            version=labels.get(fmt.LABEL_VERSION, ""),
-            plan=plan if isinstance(plan, dict) else {},
-        )
-
-
 def ready_timeout(model_bytes: int, engine: str) -> float:
     """How long to wait for the ready path: a base for the engine's start-up plus
     reading the weights at a pessimistic 25 MB/s (a slow disk or a CPU-side
     conversion). 16 GB of vLLM weights -> about 16 minutes; a tiny model -> 2."""
-    base = 300.0 if engine == "vllm" else 120.0
+    base = min((s.ready_base_s for s in ENGINE_TABLE if s.engine == engine), default=120.0)
     return base + max(0, model_bytes) / 25e6
 
 

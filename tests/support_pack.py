@@ -53,3 +53,18 @@ def packed_bundle(tmp_path_factory, base_image, tiny_model_dir) -> PackedBundle:
         sha256=result.sha256,
         result=result.to_dict(),
     )
+
+
+def read_bundle_manifest(path: Path):
+    """The ``ezrunner-bundle.json`` of a bundle (or its first part), through the reader."""
+    from ezrunner.core.bundle.reader import find_bundle, inspect_bundle
+
+    return inspect_bundle(find_bundle(path)).manifest
+
+
+def read_sidecar(path: Path) -> tuple[str, str]:
+    """(sha256 hex, file name) of a ``.sha256`` sidecar."""
+    from ezrunner.core.bundle.format import parse_sidecar
+
+    sc = parse_sidecar(Path(path).read_text(encoding="utf-8"))
+    return sc.sha256, sc.name

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 from conftest import EZRUNNER
-from ezrunner.core import bundle as B
-from ezrunner.core.dockerarchive import ArchiveWriter, SplitWriter, plan_model_layer
+from ezrunner.core.bundle import format as B
+from ezrunner.core.bundle.reader import find_bundle
+from ezrunner.core.bundle.writer import SplitWriter, plan_model_layer
+from ezrunner.core.engines import ENGINE_TABLE, get_spec
 from ezrunner.core.errors import EzError, UsageError
 from ezrunner.core.pack import (
     docker_error,
@@ -118,38 +120,31 @@ def _instructions(dockerfile: str) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("engine,device", [("transformers", "cpu"), ("transformers", "cuda"), ("vllm", "cuda")])
-def test_templates_render_every_contract_item(engine, device):
-    text = render_dockerfile(engine, device, base_image="example/base:1", model_name="tiny",
-                             labels={"ezrunner.plan": json.dumps({"k": "$(id) \"q\" `x`"})},
-                             serve_args=["python", "-m", "x", "$(id)", 'a"b'])
+@pytest.mark.parametrize("spec", ENGINE_TABLE, ids=lambda s: s.key)
+def test_templates_render_every_contract_item(spec):
+    text = render_dockerfile(spec, base_image="example/base:1")
     ins = _instructions(text)
     kinds = {i.split()[0] for i in ins}
-    assert {"FROM", "USER", "EXPOSE", "HEALTHCHECK", "LABEL", "CMD", "COPY"} <= kinds
+    assert {"FROM", "USER", "EXPOSE", "HEALTHCHECK", "LABEL"} <= kinds
     assert "USER 10001:10001" in ins
     assert "EXPOSE 8000" in ins
     assert any(i.startswith("ENV ") and 'HF_HUB_OFFLINE="1"' in i for i in ins)
-    ready = "/ready" if engine == "transformers" else "/health"
-    assert any(i.startswith("HEALTHCHECK") and ready in i for i in ins)
-    assert 'COPY ["model", "/models/tiny"]' in ins
-    # user values stay data: exec-form JSON and escaped double quotes
-    cmd = next(i for i in ins if i.startswith("CMD "))
-    assert json.loads(cmd[4:]) == ["python", "-m", "x", "$(id)", 'a"b']
-    label = next(i for i in ins if '"ezrunner.plan"' in i)
-    assert "\\$(id)" in label and '\\"' in label
+    check = next(i for i in ins if i.startswith("HEALTHCHECK"))
+    assert spec.ready_path in check and f"--start-period={spec.start_period_s}s" in check
+    # the health check is exec-form JSON, the same as the bundle's image config
+    assert json.loads(check.split(" CMD ", 1)[1]) == spec.healthcheck()[1:]
     # labels of the contract on the engine part
     for key in (B.LABEL_ENGINE, B.LABEL_DEVICE, B.LABEL_PORT, B.LABEL_READY_PATH, B.LABEL_API_KEY_ENV):
         assert f'"{key}"=' in text
+    assert f'"{B.LABEL_READY_PATH}"="{spec.ready_path}"' in text
 
 
-def test_template_refuses_injected_model_name():
+def test_template_values_stay_data():
     with pytest.raises(UsageError):
-        render_dockerfile("transformers", "cpu", base_image="python:3.11-slim", model_name="x\nRUN id")
+        render_dockerfile(get_spec("transformers", "cpu"), base_image="python:3.11-slim\nRUN id")
+    assert dq('$(id) "q" `x`') == '"\\$(id) \\"q\\" `x`"'
     with pytest.raises(UsageError):
-        render_dockerfile("transformers", "cpu", base_image="python:3.11-slim\nRUN id")
-    with pytest.raises(UsageError):
-        render_dockerfile("transformers", "cpu", base_image="python:3.11-slim", model_name="tiny",
-                          labels={"x": "line\nRUN id"})
+        dq("line\nRUN id")
 
 
 def test_model_layer_matches_tarfile_and_hashes(tmp_path):
@@ -162,13 +157,12 @@ def test_model_layer_matches_tarfile_and_hashes(tmp_path):
     (model / ".cache" / "junk").write_text("skip me")
     layer = plan_model_layer(model, "/models/m")
     out = SplitWriter(lambda i: tmp_path / f"layer{i}.tar")
-    aw = ArchiveWriter(out)
     # write only the layer body (no outer member) to check its bytes
     start = out.written
     for e in layer.entries:
         out.write(e.header)
         if e.source is not None:
-            aw._copy_file(e.source, e.size)
+            out.write(e.source.read_bytes())
             out.write(b"\0" * ((-e.size) % 512))
     out.write(b"\0" * 1024)
     out.close()
@@ -191,7 +185,7 @@ def test_split_writer_parts_join_to_the_same_bytes(tmp_path):
     for k in range(0, len(data), 700_000):
         w.write(data[k:k + 700_000])
     digest = w.close()
-    parts = B.find_parts(tmp_path / "b.tar")
+    parts = find_bundle(tmp_path / "b.tar").parts
     assert [p.name for p in parts] == ["b.tar.part-001", "b.tar.part-002", "b.tar.part-003"]
     assert b"".join(p.read_bytes() for p in parts) == data
     assert digest == hashlib.sha256(data).hexdigest()
@@ -203,9 +197,9 @@ def test_bundle_names_and_sidecar(tmp_path):
     assert B.parse_size("700M") == 700 * 1024**2
     with pytest.raises(UsageError):
         B.parse_size("lots")
-    side = B.write_sidecar(tmp_path / "b.tar", "ab" * 32)
-    assert side.read_text() == "ab" * 32 + "  b.tar\n"
-    assert B.read_sidecar(side) == ("ab" * 32, "b.tar")
+    line = B.format_sidecar("ab" * 32, str(tmp_path / "b.tar"))
+    assert line == "ab" * 32 + "  b.tar\n"
+    assert B.parse_sidecar(line) == B.Sidecar("ab" * 32, "b.tar")
     m = B.BundleManifest(model="m", served_model_name="m", engine="transformers", device="cpu",
                          image_id="sha256:" + "0" * 64, image_tag="ezrunner/m:x", ezrunner_version="1")
     assert list(m.to_dict())[0] == "format"
@@ -316,4 +310,4 @@ def test_split_writer_patch_spans_parts(tmp_path):
     w.close()
     data[1024 * 1024 - 20:1024 * 1024 + 20] = patch
     data[-8:] = b"Q" * 8
-    assert b"".join(p.read_bytes() for p in B.find_parts(tmp_path / "b.tar")) == bytes(data)
+    assert b"".join(p.read_bytes() for p in find_bundle(tmp_path / "b.tar").parts) == bytes(data)

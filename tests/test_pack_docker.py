@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 from conftest import EZRUNNER
-from ezrunner.core import bundle as B
-from support_pack import pack_home
+from ezrunner.core.bundle import format as B
+from support_pack import pack_home, read_bundle_manifest, read_sidecar
 
 
 def _free_port() -> int:
@@ -50,7 +50,7 @@ def _leftovers(folder: Path) -> list[str]:
 def test_bundle_layout_and_sidecar(packed_bundle, tiny_model_dir):
     b = packed_bundle
     # the sidecar names the bundle and matches its bytes
-    digest, name = B.read_sidecar(b.sidecar)
+    digest, name = read_sidecar(b.sidecar)
     assert name == b.path.name
     assert digest == _sha256([b.path]) == b.sha256
     # first member is the ezrunner manifest (contract C)
@@ -66,7 +66,7 @@ def test_bundle_layout_and_sidecar(packed_bundle, tiny_model_dir):
     assert m["model_bytes"] == sum(p.stat().st_size for p in tiny_model_dir.rglob("*") if p.is_file())
     assert m["files"]["model.safetensors"] == _sha256([tiny_model_dir / "model.safetensors"])
     assert m["image_tag"].startswith("ezrunner/tiny-llama:")
-    assert B.read_manifest_from_tar(b.path).image_id == m["image_id"]
+    assert read_bundle_manifest(b.path).image_id == m["image_id"]
     # docker-archive structure: manifest.json -> config named by its sha256
     with tarfile.open(b.path) as tf:
         manifest = json.load(tf.extractfile("manifest.json"))[0]
@@ -146,12 +146,12 @@ def test_split_join_round_trip(packed_bundle, tmp_path, tiny_model_dir, base_ima
     assert [p.name for p in parts] == [f"split.tar.part-{i:03d}" for i in range(1, len(parts) + 1)]
     assert all(p.stat().st_size == 300 * 1024 * 1024 for p in parts[:-1])
     assert not out.exists()
-    digest, name = B.read_sidecar(B.sidecar_path(out))
+    digest, name = read_sidecar(B.sidecar_path(out))
     assert name == "split.tar"
     # `cat` joins them
     subprocess.run(f"cat {out}.part-* > {out}", shell=True, check=True)
     assert _sha256([out]) == digest
-    assert B.read_manifest_from_tar(parts[0]).model == "tiny-llama"
+    assert read_bundle_manifest(parts[0]).model == "tiny-llama"
     if shutil.which("skopeo"):
         proc = subprocess.run(["skopeo", "inspect", f"docker-archive:{out}"], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr

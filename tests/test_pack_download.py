@@ -15,8 +15,8 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 from conftest import EZRUNNER, local_http_server
-from ezrunner.core import bundle as B
-from support_pack import pack_home
+from ezrunner.core.bundle import format as B
+from support_pack import pack_home, read_bundle_manifest, read_sidecar
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 REPO = "ezr/tiny-llama"
@@ -133,7 +133,7 @@ def test_pack_from_the_hub_pins_the_commit_and_skips_duplicates(packed_bundle, f
                            "--base-image", base_image, "--revision", "main"],
                           capture_output=True, text=True, timeout=900, env=_env(tmp_path, fake_hub, pack_home(tmp_path_factory)))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    m = B.read_manifest_from_tar(out)
+    m = read_bundle_manifest(out)
     assert m.model == REPO
     assert m.revision == COMMIT
     assert "pytorch_model.bin" not in m.files
@@ -142,7 +142,7 @@ def test_pack_from_the_hub_pins_the_commit_and_skips_duplicates(packed_bundle, f
     assert not any(p.endswith("pytorch_model.bin") for _c, p in _Hub.log if "/resolve/" in p)
     # downloads were pinned to the commit, not to "main"
     assert all(f"/resolve/{COMMIT}/" in p for _c, p in _Hub.log if "/resolve/" in p)
-    digest, _ = B.read_sidecar(B.sidecar_path(out))
+    digest, _ = read_sidecar(B.sidecar_path(out))
     assert digest == hashlib.sha256(out.read_bytes()).hexdigest()
 
 

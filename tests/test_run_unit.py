@@ -8,8 +8,8 @@ import random
 import socket
 
 import pytest
+from ezrunner.core.bundle.format import BundleError
 from ezrunner.core.errors import EzError, UsageError
-from ezrunner.core.run_bundle import BundleError
 from ezrunner.core.runner import (
     BundleLabels,
     LineAssembler,

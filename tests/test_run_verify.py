@@ -8,8 +8,9 @@ import subprocess
 
 import pytest
 from conftest import EZRUNNER
+from ezrunner.core.bundle.format import BundleError, parse_sidecar
+from ezrunner.core.bundle.reader import find_bundle, verify_bundle
 from ezrunner.core.events import BytesProgress, Notice, PhaseFinished
-from ezrunner.core.run_bundle import BundleError, find_bundle, parse_sidecar, verify_bundle
 from support_run import make_synthetic_bundle, split_bundle, write_sidecar_for
 
 
@@ -181,13 +182,14 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path):
 
 def test_manifest_json_survives_in_the_info(synthetic_bundle):
     _, info = verify_bundle(synthetic_bundle, check_hash=False)
-    assert info.docker_manifest["RepoTags"] == ["ezrunner/tiny:test"]
-    assert json.loads(json.dumps(info.manifest))["engine"] == "transformers"
+    assert info.docker_manifest.repo_tags == ("ezrunner/tiny:test",)
+    assert info.manifest.engine == "transformers"
+    assert json.loads(info.manifest.to_json_bytes())["engine"] == "transformers"
 
 
 def test_cancel_stops_the_hash(tmp_path, monkeypatch):
-    from ezrunner.core import run_bundle
-    from ezrunner.core.run_bundle import RunCancelled
+    from ezrunner.core.bundle import reader as run_bundle
+    from ezrunner.core.bundle.reader import RunCancelled
 
     monkeypatch.setattr(run_bundle, "PROGRESS_INTERVAL", 0.0)
     bundle = make_synthetic_bundle(tmp_path / "c.tar", layer_bytes=12_000_000)  # 3 reads of 4 MiB

@@ -62,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
     import signal
 
     from ezrunner.core import pack as pack_mod
-    from ezrunner.core.bundle import parse_size
+    from ezrunner.core.bundle.format import parse_size
     from ezrunner.core.errors import UsageError
 
     split = parse_size(args.split_size) if args.split_size else None

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ezrunner.core.run_bundle import find_bundle, sha256_of, verify_bundle  # noqa: E402
+from ezrunner.core.bundle.reader import find_bundle, sha256_of, verify_bundle  # noqa: E402
 from support_run import make_synthetic_bundle, split_bundle  # noqa: E402
 
 

@@ -18,8 +18,8 @@ from textual.widgets import Footer, Header, Static
 
 def bundle_facts(result: dict[str, Any]) -> dict[str, Any]:
     """Path, size, sha256 and parts: from the pack result, else from the files the
-    pack wrote (sidecar and parts, read with ``ezrunner.core.bundle``)."""
-    from ezrunner.core import bundle as b
+    pack wrote (sidecar and parts, read with ``ezrunner.core.bundle.reader``)."""
+    from ezrunner.core.bundle import reader
 
     path = str(pick(result, "bundle", "path", "output", "bundle_path", default=""))
     sha = pick(result, "sha256", "digest")
@@ -28,12 +28,13 @@ def bundle_facts(result: dict[str, Any]) -> dict[str, Any]:
     if path:
         if not parts:
             try:
-                parts = [str(p) for p in b.find_parts(path)]
+                source = reader.find_bundle(path)
+                parts = [str(p) for p in source.parts] if source.split else []
             except Exception:  # noqa: BLE001
                 parts = []
         if sha is None:
             try:
-                sha = b.read_sidecar(b.sidecar_path(path))[0]
+                sha = reader.read_sidecar(reader.find_bundle(path)).sha256
             except Exception:  # noqa: BLE001
                 sha = None
         if size is None:

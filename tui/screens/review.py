@@ -211,7 +211,7 @@ class ReviewScreen(EzScreen[None]):
             return
         if s.split_size.strip():
             try:
-                from ezrunner.core.bundle import parse_size
+                from ezrunner.core.bundle.format import parse_size
 
                 parse_size(s.split_size.strip())
             except Exception as exc:  # noqa: BLE001

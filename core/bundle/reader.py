@@ -19,30 +19,28 @@ import hashlib
 import io
 import json
 import os
-import re
 import tarfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from ezrunner.core import bundle as _fmt
-from ezrunner.core.bundle import BUNDLE_FORMAT, PART_DIGITS, PART_INFIX
-from ezrunner.core.bundle import BUNDLE_MANIFEST_NAME as BUNDLE_MEMBER
+from ezrunner.core.bundle import format as fmt
+from ezrunner.core.bundle.format import (
+    BUNDLE_MANIFEST_NAME,
+    DOCKER_MANIFEST_NAME,
+    BundleError,
+    BundleLabels,
+    BundleManifest,
+    DockerManifest,
+    Sidecar,
+)
 from ezrunner.core.errors import EzError
 from ezrunner.core.events import BytesProgress, Event, Notice, PhaseFinished, PhaseStarted
 
-_PART_RE = re.compile(r"^(?P<base>.+)" + re.escape(PART_INFIX) + rf"(?P<num>\d{{{PART_DIGITS}}})$")
 READ_CHUNK = 4 * 1024 * 1024
 # Emit a progress event at most this often (seconds) while hashing or loading.
 PROGRESS_INTERVAL = 0.2
-
-
-class BundleError(EzError):
-    """A bundle file problem: missing part, truncated, checksum mismatch, not a bundle."""
-
-    exit_code = 2
 
 
 class RunCancelled(EzError):
@@ -52,11 +50,8 @@ class RunCancelled(EzError):
 
 
 def part_name(base: str, index: int) -> str:
-    """``BUNDLE.tar`` + 1 -> ``BUNDLE.tar.part-001`` (contract C)."""
-    return _fmt.part_path(base, index).name
-
-
-sidecar_path = _fmt.sidecar_path
+    """``BUNDLE.tar`` + 1 -> ``BUNDLE.tar.part-001``."""
+    return fmt.part_path(base, index).name
 
 
 # --------------------------------------------------------------------------- sources
@@ -82,7 +77,7 @@ class BundleSource:
 
     @property
     def sidecar(self) -> Path:
-        return sidecar_path(self.path)
+        return fmt.sidecar_path(self.path)
 
     def open(self) -> JoinedReader:
         return JoinedReader(self.parts, self.sizes)
@@ -98,7 +93,7 @@ def find_bundle(path: str | os.PathLike[str]) -> BundleSource:
     or ``BUNDLE.tar`` when only its parts exist. Gaps in the part numbers raise
     :class:`BundleError` naming the first missing part."""
     p = Path(path)
-    m = _PART_RE.match(p.name)
+    m = fmt.PART_RE.match(p.name)
     if m:
         joined = p.with_name(m.group("base"))
     else:
@@ -136,12 +131,10 @@ def _find_parts(joined: Path) -> dict[int, Path]:
         entries = list(folder.iterdir())
     except OSError:
         return found
-    prefix = joined.name + PART_INFIX
     for entry in entries:
-        if entry.name.startswith(prefix):
-            m = _PART_RE.match(entry.name)
-            if m and m.group("base") == joined.name and entry.is_file():
-                found[int(m.group("num"))] = entry
+        number = fmt.part_number(joined.name, entry.name)
+        if number is not None and entry.is_file():
+            found[number] = entry
     return found
 
 
@@ -237,18 +230,6 @@ class JoinedReader(io.RawIOBase):
 # --------------------------------------------------------------------------- sidecar
 
 
-@dataclass(frozen=True)
-class Sidecar:
-    sha256: str
-    name: str
-
-
-def parse_sidecar(text: str) -> Sidecar:
-    """Parse a sha256sum line: ``<64 hex>  NAME`` (``*NAME`` for binary mode too)."""
-    digest, name = _fmt.parse_sidecar(text)
-    return Sidecar(digest, name.strip())
-
-
 def read_sidecar(source: BundleSource) -> Sidecar:
     path = source.sidecar
     try:
@@ -261,7 +242,7 @@ def read_sidecar(source: BundleSource) -> Sidecar:
     except OSError as exc:
         raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        return parse_sidecar(text)
+        return fmt.parse_sidecar(text)
     except EzError:
         raise BundleError(f"bad checksum file: {path.name} is not in sha256sum format",
                           hint="it should read '<64 hex>  BUNDLE.tar'") from None
@@ -273,31 +254,29 @@ def read_sidecar(source: BundleSource) -> Sidecar:
 @dataclass(frozen=True)
 class BundleInfo:
     """What the structure check learned: the parsed ``ezrunner-bundle.json``, the
-    docker manifest entry and the offsets of the members."""
+    docker manifest entry, the image's labels and the offsets of the members."""
 
-    manifest: dict[str, Any]
-    docker_manifest: dict[str, Any]
+    manifest: BundleManifest
+    docker_manifest: DockerManifest
+    labels: BundleLabels | None = None  # None when the image config carries none
     members: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (data offset, size)
     end_of_archive: int = 0
 
     @property
     def image_id(self) -> str:
-        return str(self.manifest.get("image_id", ""))
+        return self.manifest.image_id
 
     @property
     def image_tag(self) -> str:
-        return str(self.manifest.get("image_tag", ""))
+        return self.manifest.image_tag
 
     @property
     def served_model_name(self) -> str:
-        return str(self.manifest.get("served_model_name", ""))
+        return self.manifest.served_model_name
 
     @property
     def model_bytes(self) -> int:
-        try:
-            return int(self.manifest.get("model_bytes") or 0)
-        except (TypeError, ValueError):
-            return 0
+        return int(self.manifest.model_bytes or 0)
 
 
 def _not_a_bundle(source: BundleSource, why: str) -> BundleError:
@@ -316,119 +295,137 @@ def _truncated(source: BundleSource, why: str) -> BundleError:
     return BundleError(f"truncated bundle: {source.describe()} {why}", hint=hint)
 
 
-def inspect_bundle(source: BundleSource) -> BundleInfo:
-    """Walk the tar headers (seeking over the data, so it is quick for any size),
-    read ``ezrunner-bundle.json`` and ``manifest.json``, check that every member
-    is whole and that the archive ends properly, and cross-check the image id
-    against the sha256 of the image config member."""
-    size = source.size
-    if size == 0:
-        raise _not_a_bundle(source, "is empty")
-    with source.open() as raw:
+MAX_JSON_MEMBER = 64 * 1024 * 1024
+
+
+class _Archive:
+    """The tar structure of a bundle, read by walking the headers (seeking over
+    the data, so it is quick for any size)."""
+
+    def __init__(self, source: BundleSource, raw: JoinedReader) -> None:
+        self.source = source
+        self.raw = raw
+        self.members: dict[str, tuple[int, int]] = {}
+        self.end = 0
+
+    def walk(self) -> None:
+        """Every member whole, the first one ``ezrunner-bundle.json``, the end marker present."""
         try:
-            tar = tarfile.open(fileobj=raw, mode="r:")  # noqa: SIM115
+            tar = tarfile.open(fileobj=self.raw, mode="r:")  # noqa: SIM115
         except tarfile.ReadError:
-            raise _not_a_bundle(source, "is not a tar archive") from None
-        members: dict[str, tuple[int, int]] = {}
+            raise _not_a_bundle(self.source, "is not a tar archive") from None
+        first = self._walk_members(tar)
+        if first is None:
+            raise _not_a_bundle(self.source, "is an empty tar archive")
+        self.end = tar.offset
+        # A tar ends with two zero blocks; a file cut exactly between members lacks them.
+        self.raw.seek(self.end)
+        trailer = self.raw.read(1024) or b""
+        if len(trailer) < 1024 or trailer.count(0) != 1024:
+            raise _truncated(self.source, f"has no end-of-archive marker after its last member "
+                                          f"(size {self.source.size:,} bytes)")
+
+    def _walk_members(self, tar: tarfile.TarFile) -> tarfile.TarInfo | None:
+        size = self.source.size
         first: tarfile.TarInfo | None = None
         try:
-            while True:
-                info = tar.next()
-                if info is None:
-                    break
+            while (info := tar.next()) is not None:
                 if first is None:
                     first = info
-                    if info.name != BUNDLE_MEMBER:
-                        raise _not_a_bundle(source, f"starts with {info.name!r}, not {BUNDLE_MEMBER!r}")
+                    if info.name != BUNDLE_MANIFEST_NAME:
+                        raise _not_a_bundle(self.source, f"starts with {info.name!r}, not {BUNDLE_MANIFEST_NAME!r}")
                 if info.isreg():
-                    members[info.name] = (info.offset_data, info.size)
+                    self.members[info.name] = (info.offset_data, info.size)
                     if info.offset_data + info.size > size:
-                        raise _truncated(
-                            source,
-                            f"ends at byte {size:,} inside member {info.name!r} "
-                            f"(which needs {info.offset_data + info.size:,})",
-                        )
+                        raise _truncated(self.source, f"ends at byte {size:,} inside member {info.name!r} "
+                                                      f"(which needs {info.offset_data + info.size:,})")
         except tarfile.ReadError as exc:
             if first is None:
-                raise _not_a_bundle(source, "is not a tar archive") from None
-            raise _truncated(source, f"ends at byte {size:,} in the middle of the archive ({exc})") from None
-        if first is None:
-            raise _not_a_bundle(source, "is an empty tar archive")
-        end = tar.offset
-        # A tar ends with two zero blocks; a file cut exactly between members lacks them.
-        raw.seek(end)
-        trailer = raw.read(1024) or b""
-        if len(trailer) < 1024 or trailer.count(0) != 1024:
-            raise _truncated(source, f"has no end-of-archive marker after its last member (size {size:,} bytes)")
+                raise _not_a_bundle(self.source, "is not a tar archive") from None
+            raise _truncated(self.source, f"ends at byte {size:,} in the middle of the archive ({exc})") from None
+        return first
 
-        def read_member(name: str, limit: int = 64 * 1024 * 1024) -> bytes:
-            offset, length = members[name]
-            if length > limit:
-                raise _not_a_bundle(source, f"has an oversized {name!r} ({length:,} bytes)")
-            raw.seek(offset)
-            data = b""
-            while len(data) < length:
-                chunk = raw.read(length - len(data))
-                if not chunk:
-                    raise _truncated(source, f"ends inside {name!r}")
-                data += chunk
-            return data
-
-        try:
-            manifest = json.loads(read_member(BUNDLE_MEMBER))
-        except (ValueError, UnicodeDecodeError):
-            raise _not_a_bundle(source, f"has a {BUNDLE_MEMBER} that is not JSON") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
-            fmt = manifest.get("format") if isinstance(manifest, dict) else None
-            raise _not_a_bundle(source, f"has format {fmt!r} in {BUNDLE_MEMBER}, expected {BUNDLE_FORMAT!r}")
-        for key in ("image_id", "served_model_name", "engine"):
-            if not manifest.get(key):
-                raise _not_a_bundle(source, f"has no {key!r} in {BUNDLE_MEMBER}")
-        if "manifest.json" not in members:
-            raise _not_a_bundle(source, "has no manifest.json (not a docker save archive)")
-        try:
-            docker_manifest_list = json.loads(read_member("manifest.json"))
-            docker_manifest = docker_manifest_list[0]
-            config_name = docker_manifest["Config"]
-            layers = list(docker_manifest.get("Layers") or [])
-        except (ValueError, LookupError, TypeError):
-            raise _not_a_bundle(source, "has an unreadable manifest.json") from None
-        if config_name not in members:
-            raise _not_a_bundle(source, f"lacks its image config {config_name!r}")
-        for layer in layers:
-            if layer not in members:
-                raise _not_a_bundle(source, f"lacks layer {layer!r} named in manifest.json")
-        config_bytes = read_member(config_name)
-        config_sha = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
-        if config_sha != manifest["image_id"]:
-            raise BundleError(
-                f"checksum mismatch: the image config in {source.describe()} has {config_sha[:19]}…, "
-                f"but {BUNDLE_MEMBER} says {str(manifest['image_id'])[:19]}…",
-                hint="the bundle is damaged or was edited; pack it again",
-            )
-        _cross_check_labels(source, manifest, config_bytes)
-    return BundleInfo(manifest=manifest, docker_manifest=docker_manifest, members=members, end_of_archive=end)
+    def read(self, name: str) -> bytes:
+        offset, length = self.members[name]
+        if length > MAX_JSON_MEMBER:
+            raise _not_a_bundle(self.source, f"has an oversized {name!r} ({length:,} bytes)")
+        self.raw.seek(offset)
+        data = b""
+        while len(data) < length:
+            chunk = self.raw.read(length - len(data))
+            if not chunk:
+                raise _truncated(self.source, f"ends inside {name!r}")
+            data += chunk
+        return data
 
 
-def _cross_check_labels(source: BundleSource, manifest: dict[str, Any], config_bytes: bytes) -> None:
+def inspect_bundle(source: BundleSource) -> BundleInfo:
+    """Walk the tar headers, read ``ezrunner-bundle.json`` and ``manifest.json``,
+    check that every member is whole and that the archive ends properly, and
+    cross-check the image id and labels against the image config member."""
+    if source.size == 0:
+        raise _not_a_bundle(source, "is empty")
+    with source.open() as raw:
+        archive = _Archive(source, raw)
+        archive.walk()
+        manifest = BundleManifest.from_json_bytes(archive.read(BUNDLE_MANIFEST_NAME), where=source.describe())
+        docker_manifest = _docker_manifest(archive)
+        config_bytes = archive.read(docker_manifest.config)
+    _check_image_id(source, manifest, config_bytes)
+    labels = _cross_check_labels(source, manifest, config_bytes)
+    return BundleInfo(manifest=manifest, docker_manifest=docker_manifest, labels=labels,
+                      members=archive.members, end_of_archive=archive.end)
+
+
+def _docker_manifest(archive: _Archive) -> DockerManifest:
+    source = archive.source
+    if DOCKER_MANIFEST_NAME not in archive.members:
+        raise _not_a_bundle(source, "has no manifest.json (not a docker save archive)")
+    try:
+        dm = DockerManifest.from_bytes(archive.read(DOCKER_MANIFEST_NAME))
+    except ValueError:
+        raise _not_a_bundle(source, "has an unreadable manifest.json") from None
+    if dm.config not in archive.members:
+        raise _not_a_bundle(source, f"lacks its image config {dm.config!r}")
+    for layer in dm.layers:
+        if layer not in archive.members:
+            raise _not_a_bundle(source, f"lacks layer {layer!r} named in manifest.json")
+    return dm
+
+
+def _check_image_id(source: BundleSource, manifest: BundleManifest, config_bytes: bytes) -> None:
+    config_sha = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
+    if config_sha != manifest.image_id:
+        raise BundleError(
+            f"checksum mismatch: the image config in {source.describe()} has {config_sha[:19]}…, "
+            f"but {BUNDLE_MANIFEST_NAME} says {manifest.image_id[:19]}…",
+            hint="the bundle is damaged or was edited; pack it again",
+        )
+
+
+_CROSS_CHECKED = (("served_model_name", fmt.LABEL_SERVED_MODEL_NAME), ("engine", fmt.LABEL_ENGINE),
+                  ("model", fmt.LABEL_MODEL))
+
+
+def _cross_check_labels(source: BundleSource, manifest: BundleManifest, config_bytes: bytes) -> BundleLabels | None:
     """The image's ezrunner.* labels (what `run` starts from) must agree with
     ezrunner-bundle.json on the model, the served name and the engine."""
     try:
         labels = (json.loads(config_bytes).get("config") or {}).get("Labels") or {}
     except (ValueError, AttributeError):
         raise _not_a_bundle(source, "has an image config that is not JSON") from None
-    pairs = (
-        (_fmt.LABEL_SERVED_MODEL_NAME, "served_model_name"),
-        (_fmt.LABEL_ENGINE, "engine"),
-        (_fmt.LABEL_MODEL, "model"),
-    )
-    for label, key in pairs:
-        if label in labels and key in manifest and str(labels[label]) != str(manifest[key]):
+    for key, label in _CROSS_CHECKED:
+        value = getattr(manifest, key)
+        if label in labels and str(labels[label]) != str(value):
             raise BundleError(
-                f"inconsistent bundle: {BUNDLE_MEMBER} says {key}={manifest[key]!r}, "
+                f"inconsistent bundle: {BUNDLE_MANIFEST_NAME} says {key}={value!r}, "
                 f"the image label {label} says {labels[label]!r}",
                 hint="the bundle was assembled from mismatched pieces; pack it again",
             )
+    try:
+        return BundleLabels.from_labels(labels, what=f"the image in {source.describe()}")
+    except BundleError:
+        return None  # `run` reports the missing labels when it starts the image
 
 
 # --------------------------------------------------------------------------- hashing

@@ -2,7 +2,7 @@
 
 The bundle is one byte stream (:func:`bundle_stream`), generated from its sources:
 
-1. ``ezrunner-bundle.json`` (contract C; first member),
+1. ``ezrunner-bundle.json`` (the first member; see ``bundle.format``),
 2. the cached engine image's layer tars, copied byte for byte (never recompressed),
 3. the model layer, generated on the fly from the model folder
    (:func:`plan_model_layer` reads each weight file once to get the per-file
@@ -23,7 +23,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
-import json
 import os
 import stat
 import tarfile
@@ -306,75 +305,6 @@ class SplitWriter:
                 pass
 
 
-class ArchiveWriter:
-    """Tar members onto a :class:`SplitWriter`, with byte progress."""
-
-    def __init__(self, out: SplitWriter, *, on_bytes: Callable[[int], None] | None = None,
-                 check: Callable[[], None] | None = None):
-        self.out = out
-        self.on_bytes = on_bytes
-        self.check = check
-        self._bufs = (bytearray(CHUNK), bytearray(CHUNK))  # alternated: one is read while the other is hashed
-
-    def _tick(self) -> None:
-        if self.on_bytes is not None:
-            self.on_bytes(self.out.written)
-        if self.check is not None:
-            self.check()
-
-    def add_bytes(self, name: str, data: bytes, *, mode: int = 0o644, mtime: int = 0) -> None:
-        self.out.write(tar_header(name, len(data), mode=mode, mtime=mtime))
-        self.out.write(data + b"\0" * _pad(len(data)))
-        self._tick()
-
-    def add_dir(self, name: str, *, mtime: int = 0) -> None:
-        self.out.write(tar_header(name.rstrip("/") + "/", 0, mode=0o755, mtime=mtime, kind=tarfile.DIRTYPE))
-
-    def _copy_file(self, path: Path, size: int) -> None:
-        views = (memoryview(self._bufs[0]), memoryview(self._bufs[1]))
-        got = 0
-        k = 0
-        with open(path, "rb", buffering=0) as fh:
-            while got < size:
-                view = views[k]
-                k ^= 1
-                n = fh.readinto(view)
-                if not n:
-                    break
-                n = min(n, size - got)
-                self.out.write(view[:n])
-                got += n
-                self._tick()
-        if got != size:
-            raise OSError(f"{path} changed size while being copied ({size} -> {got} bytes)")
-
-    def add_file(self, name: str, path: Path, *, mode: int = 0o644, mtime: int = 0) -> None:
-        size = path.stat().st_size
-        self.out.write(tar_header(name, size, mode=mode, mtime=mtime))
-        self._copy_file(path, size)
-        self.out.write(b"\0" * _pad(size))
-
-    def add_model_layer(self, name: str, layer: ModelLayer, *, mtime: int = 0) -> None:
-        """The model layer as one member, generated from ``layer.entries``."""
-        self.out.write(tar_header(name, layer.size, mode=0o644, mtime=mtime))
-        start = self.out.written
-        for e in layer.entries:
-            self.out.write(e.header)
-            if e.source is not None:
-                self._copy_file(e.source, e.size)
-                self.out.write(b"\0" * _pad(e.size))
-        self.out.write(b"\0" * (2 * BLOCK))
-        if self.out.written - start != layer.size:  # a model file changed between the passes
-            raise OSError("the model layer's size changed while writing it")
-        self.out.write(b"\0" * _pad(layer.size))
-
-    def finish(self) -> None:
-        self.out.write(b"\0" * (2 * BLOCK))
-
-
-# --------------------------------------------------------------------------- the bundle as a stream
-
-
 @dataclass
 class Tail:
     """What follows the engine layers, known once the model is hashed."""
@@ -462,9 +392,3 @@ class ChunkReader(io.RawIOBase):
         b[:n] = self._rest[:n]
         self._rest = self._rest[n:]
         return n
-
-
-def image_config_bytes(config: dict) -> tuple[bytes, str]:
-    """Serialise an image config; returns (bytes, "sha256:<hex>") - the image id."""
-    raw = json.dumps(config, separators=(",", ":"), sort_keys=True).encode("utf-8")
-    return raw, "sha256:" + hashlib.sha256(raw).hexdigest()
