@@ -332,3 +332,17 @@ def test_busy_gpu_in_a_probed_profile_gets_a_note():
     p = make_plan(details("qwen2.5-0.5b"), busy)
     assert any("GPU 0 had only 3.0 GiB free" in n for n in p.notes)
     assert not any("free when probed" in n for n in make_plan(details("qwen2.5-0.5b"), A10).notes)
+
+
+def test_plan_options_and_keywords_give_the_same_plan():
+    from ezrunner.core.plan import PlanOptions
+
+    opts = PlanOptions(max_model_len=8192, dtype="float16", gpu_memory_utilization=0.8, engine="vllm")
+    by_options = make_plan(details("llama-3.1-8b"), A10, opts)
+    by_keywords = make_plan(details("llama-3.1-8b"), A10, max_model_len=8192, dtype="float16",
+                            gpu_memory_utilization=0.8, engine="vllm")
+    assert by_options.to_dict() == by_keywords.to_dict()
+    with pytest.raises(TypeError, match="not both"):
+        make_plan(details("llama-3.1-8b"), A10, opts, dtype="float16")
+    with pytest.raises(UsageError, match="--dtype"):
+        make_plan(details("llama-3.1-8b"), A10, PlanOptions(dtype="int3"))
