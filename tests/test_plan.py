@@ -110,6 +110,13 @@ def test_missing_required_key_is_named(key):
     assert repr(key) in e.value.message and "x/config.json" in e.value.message
 
 
+def test_integer_valued_floats_are_integers_and_still_checked():
+    data = json.loads((CONFIGS / "llama-3.1-8b.json").read_text())
+    assert modelinfo.parse_config({**data, "hidden_size": 4096.0}).hidden_size == 4096
+    with pytest.raises(UsageError, match="'num_attention_heads' must be positive, got 0"):
+        modelinfo.parse_config({**data, "num_attention_heads": 0.0})
+
+
 # ------------------------------------------------------------------ targets
 
 T4 = hardware.preset_profile("T4", 1, ram_gib=64)
