@@ -57,14 +57,6 @@ class HardwareProfile:
     notes: list[str] = field(default_factory=list)
     created: str | None = None
 
-    @property
-    def gpu_count(self) -> int:
-        return len(self.gpus)
-
-    @property
-    def has_gpu(self) -> bool:
-        return bool(self.gpus)
-
     def summary(self) -> str:
         """One line for reasons and headers: ``2 x NVIDIA A100 80GB (80.0 GiB, cc 8.0), RAM 64.0 GiB``."""
         parts: list[str] = []

@@ -8,6 +8,7 @@ Everything here is pure Python (json + struct); no hub client, no torch.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from dataclasses import asdict, dataclass, field
@@ -419,16 +420,10 @@ def attention_notes(cfg: ModelConfig, kv_dtype_bytes: int) -> list[str]:
 @dataclass(frozen=True)
 class SafetensorsSummary:
     parameters_by_dtype: dict[str, int]  # safetensors dtype code (BF16, F32, ...) -> element count
-    bytes_by_dtype: dict[str, int]
-    tensors: int
 
     @property
     def parameters(self) -> int:
         return sum(self.parameters_by_dtype.values())
-
-    @property
-    def nbytes(self) -> int:
-        return sum(self.bytes_by_dtype.values())
 
 
 MAX_HEADER = 100 * 1024 * 1024
@@ -454,22 +449,15 @@ def read_safetensors_header(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def summarize_safetensors(paths: list[str | os.PathLike[str]]) -> SafetensorsSummary:
+    """Element counts per dtype over the headers of ``paths`` (the data is never read)."""
     params: dict[str, int] = {}
-    nbytes: dict[str, int] = {}
-    count = 0
     for path in paths:
         for name, info in read_safetensors_header(path).items():
             if name == "__metadata__" or not isinstance(info, dict):
                 continue
             dt = str(info.get("dtype"))
-            n = 1
-            for d in info.get("shape") or []:
-                n *= int(d)
-            off = info.get("data_offsets") or [0, 0]
-            params[dt] = params.get(dt, 0) + n
-            nbytes[dt] = nbytes.get(dt, 0) + int(off[1]) - int(off[0])
-            count += 1
-    return SafetensorsSummary(params, nbytes, count)
+            params[dt] = params.get(dt, 0) + math.prod(int(d) for d in info.get("shape") or [])
+    return SafetensorsSummary(params)
 
 
 def bytes_at_dtype(parameters_by_dtype: dict[str, int], dtype: str | None) -> int:

@@ -74,7 +74,7 @@ def test_small_preset_is_at_least_30m_parameters():
     assert PRESETS["small"].parameter_count() >= 30_000_000
 
 
-# sha256 prefixes recorded before issue 12 split write_demo_model into steps. tokenizer.json is left
+# sha256 prefixes recorded at 67b4606, before write_demo_model was split. tokenizer.json is left
 # out: its bytes follow the installed `tokenizers` release, not this code.
 DEMO_FILES = {
     (): {

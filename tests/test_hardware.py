@@ -209,7 +209,7 @@ def test_cli_bad_flags_name_the_flag(tiny_model_dir):
     assert p.returncode == 2 and "--target" in p.stderr
 
 
-# Messages recorded from the code before issue 12 split profile_from_dict into field validators.
+# Messages recorded from the code at 67b4606, before profile_from_dict became field validators.
 _G = {"memory_total": 1024, "compute_capability": "8.0"}
 PROFILE_ERRORS = [
     ([], "field '(top level)' must be a JSON object"),

@@ -1,5 +1,5 @@
 """The wheelhouse: pip download's argv, the cache and failure handling, with a fake pip
-(recorded before issue 12 split ensure_wheelhouse into steps)."""
+(recorded at 67b4606, before ensure_wheelhouse was split)."""
 
 from __future__ import annotations
 
