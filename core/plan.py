@@ -672,19 +672,25 @@ def plan_rows(plan: Plan) -> list[tuple[str, str]]:
     return rows
 
 
+def plan_sections(plan: Plan) -> list[tuple[str, list[str]]]:
+    """The reasons, notes and warnings as (heading, lines), empty ones left out: what the
+    CLI text, the rich rendering and the TUI show under the table."""
+    sections = [
+        ("why:", [f"  - {r}" for r in plan.reasons]),
+        ("notes:", [f"  - {n}" for n in plan.notes]),
+        ("warnings:", [f"  ! {w.code}: {w.message}" for w in plan.warnings]),
+    ]
+    return [(heading, lines) for heading, lines in sections if lines]
+
+
 def format_plan_text(plan: Plan) -> str:
     """Plain text: the table, then reasons, notes and warnings."""
     rows = plan_rows(plan)
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
-    if plan.reasons:
-        lines.append("")
-        lines.append("why:")
-        lines.extend(f"  - {r}" for r in plan.reasons)
-    if plan.notes:
-        lines.append("notes:")
-        lines.extend(f"  - {n}" for n in plan.notes)
-    if plan.warnings:
-        lines.append("warnings:")
-        lines.extend(f"  ! {w.code}: {w.message}" for w in plan.warnings)
+    for heading, section in plan_sections(plan):
+        if heading == "why:":
+            lines.append("")
+        lines.append(heading)
+        lines.extend(section)
     return "\n".join(lines)
