@@ -13,6 +13,7 @@ it is an 8-byte header length, a JSON header and the raw little-endian tensors.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import struct
@@ -86,13 +87,7 @@ class DemoModelSpec:
         return shapes
 
     def parameter_count(self) -> int:
-        total = 0
-        for shape in self.tensor_shapes().values():
-            n = 1
-            for d in shape:
-                n *= d
-            total += n
-        return total
+        return sum(math.prod(shape) for shape in self.tensor_shapes().values())
 
 
 PRESETS: dict[str, DemoModelSpec] = {
@@ -158,9 +153,7 @@ def write_safetensors(path: Path, spec: DemoModelSpec) -> None:
     offset = 0
     shapes = spec.tensor_shapes()
     for name, shape in shapes.items():
-        n = width
-        for d in shape:
-            n *= d
+        n = width * math.prod(shape)
         header[name] = {"dtype": _ST_DTYPE[spec.dtype], "shape": list(shape), "data_offsets": [offset, offset + n]}
         offset += n
     raw = json.dumps(header, separators=(",", ":")).encode()
@@ -198,13 +191,61 @@ def _config(spec: DemoModelSpec, tok) -> dict:
     }
 
 
-def write_demo_model(dest: str | os.PathLike[str], preset: str = "tiny", **overrides) -> Path:
-    """Write a complete model directory at ``dest`` and return its path.
+def _generation_config(tok) -> dict:
+    return {
+        "bos_token_id": tok.token_to_id("<|begin_of_text|>"),
+        "eos_token_id": [tok.token_to_id("<|im_end|>"), tok.token_to_id("<|end_of_text|>")],
+        "pad_token_id": tok.token_to_id("<|pad|>"),
+        "do_sample": True,
+        "temperature": 0.7,
+        "top_p": 0.9,
+    }
 
-    The folder is built under a temporary name beside ``dest`` and renamed into
-    place at the end, so an interrupted run never leaves a half-written model.
-    ``dest`` must not exist yet, or be empty.
-    """
+
+def _tokenizer_config(spec: DemoModelSpec) -> dict:
+    return {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<|begin_of_text|>",
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|pad|>",
+        "add_bos_token": False,
+        "model_max_length": spec.max_position_embeddings,
+        "chat_template": CHAT_TEMPLATE,
+        "clean_up_tokenization_spaces": False,
+    }
+
+
+_SPECIAL_TOKENS_MAP = {"bos_token": "<|begin_of_text|>", "eos_token": "<|im_end|>", "pad_token": "<|pad|>"}
+
+
+def _readme(spec: DemoModelSpec, preset: str) -> str:
+    return (
+        "# ezrunner demo model\n\nA tiny Llama-architecture model with random weights, generated "
+        f"offline by ezrunner (preset `{preset}`, {spec.parameter_count():,} parameters). "
+        "Its answers are noise; it exists to test packing, serving and chat end to end.\n\n"
+        f"```json\n{json.dumps(asdict(spec), indent=2)}\n```\n"
+    )
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def _write_model_files(work: Path, spec: DemoModelSpec, preset: str) -> None:
+    """Every file of the model directory, into ``work``."""
+    tok = _train_tokenizer(spec.vocab_size)
+    # The trainer may stop short of the vocab size on a small corpus; the
+    # embedding keeps the configured size, which transformers accepts.
+    tok.save(str(work / "tokenizer.json"))
+    _write_json(work / "config.json", _config(spec, tok))
+    _write_json(work / "generation_config.json", _generation_config(tok))
+    _write_json(work / "tokenizer_config.json", _tokenizer_config(spec))
+    _write_json(work / "special_tokens_map.json", _SPECIAL_TOKENS_MAP)
+    write_safetensors(work / "model.safetensors", spec)
+    (work / "README.md").write_text(_readme(spec, preset), encoding="utf-8")
+
+
+def _spec(preset: str, overrides: dict) -> DemoModelSpec:
     if preset not in PRESETS:
         raise UsageError(f"unknown demo model preset {preset!r}", hint=f"choose one of: {', '.join(PRESETS)}")
     spec = replace(PRESETS[preset], **overrides)
@@ -212,60 +253,24 @@ def write_demo_model(dest: str | os.PathLike[str], preset: str = "tiny", **overr
         raise UsageError(f"unsupported dtype {spec.dtype!r} for the demo model", hint="bfloat16, float16 or float32")
     if spec.hidden_size % spec.num_attention_heads or spec.num_attention_heads % spec.num_key_value_heads:
         raise UsageError("hidden_size must divide by the heads, and the heads by the KV heads")
+    return spec
+
+
+def write_demo_model(dest: str | os.PathLike[str], preset: str = "tiny", **overrides) -> Path:
+    """Write a complete model directory at ``dest`` and return its path.
+
+    The folder is built under a temporary name beside ``dest`` and renamed into
+    place at the end, so an interrupted run never leaves a half-written model.
+    ``dest`` must not exist yet, or be empty.
+    """
+    spec = _spec(preset, overrides)
     target = Path(dest)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise UsageError(f"{target} already exists and is not empty", hint="choose another folder or remove it")
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        tok = _train_tokenizer(spec.vocab_size)
-        # The trainer may stop short of the vocab size on a small corpus; the
-        # embedding keeps the configured size, which transformers accepts.
-        tok.save(str(work / "tokenizer.json"))
-        (work / "config.json").write_text(json.dumps(_config(spec, tok), indent=2) + "\n")
-        (work / "generation_config.json").write_text(
-            json.dumps(
-                {
-                    "bos_token_id": tok.token_to_id("<|begin_of_text|>"),
-                    "eos_token_id": [tok.token_to_id("<|im_end|>"), tok.token_to_id("<|end_of_text|>")],
-                    "pad_token_id": tok.token_to_id("<|pad|>"),
-                    "do_sample": True,
-                    "temperature": 0.7,
-                    "top_p": 0.9,
-                },
-                indent=2,
-            )
-            + "\n"
-        )
-        (work / "tokenizer_config.json").write_text(
-            json.dumps(
-                {
-                    "tokenizer_class": "PreTrainedTokenizerFast",
-                    "bos_token": "<|begin_of_text|>",
-                    "eos_token": "<|im_end|>",
-                    "pad_token": "<|pad|>",
-                    "add_bos_token": False,
-                    "model_max_length": spec.max_position_embeddings,
-                    "chat_template": CHAT_TEMPLATE,
-                    "clean_up_tokenization_spaces": False,
-                },
-                indent=2,
-            )
-            + "\n"
-        )
-        (work / "special_tokens_map.json").write_text(
-            json.dumps(
-                {"bos_token": "<|begin_of_text|>", "eos_token": "<|im_end|>", "pad_token": "<|pad|>"}, indent=2
-            )
-            + "\n"
-        )
-        write_safetensors(work / "model.safetensors", spec)
-        (work / "README.md").write_text(
-            "# ezrunner demo model\n\nA tiny Llama-architecture model with random weights, generated "
-            f"offline by ezrunner (preset `{preset}`, {spec.parameter_count():,} parameters). "
-            "Its answers are noise; it exists to test packing, serving and chat end to end.\n\n"
-            f"```json\n{json.dumps(asdict(spec), indent=2)}\n```\n"
-        )
+        _write_model_files(work, spec, preset)
         os.chmod(work, 0o755)  # mkdtemp makes it 0700; images read it as a non-root user
         if target.exists():
             target.rmdir()

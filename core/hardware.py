@@ -57,14 +57,6 @@ class HardwareProfile:
     notes: list[str] = field(default_factory=list)
     created: str | None = None
 
-    @property
-    def gpu_count(self) -> int:
-        return len(self.gpus)
-
-    @property
-    def has_gpu(self) -> bool:
-        return bool(self.gpus)
-
     def summary(self) -> str:
         """One line for reasons and headers: ``2 x NVIDIA A100 80GB (80.0 GiB, cc 8.0), RAM 64.0 GiB``."""
         parts: list[str] = []
@@ -132,7 +124,7 @@ def preset_profile(name: str, count: int = 1, *, ram_gib: float | None = None) -
     p = GPU_PRESETS[key]
     gpus = [GpuInfo(i, p.name, p.memory_mib * MiB, p.compute_capability) for i in range(count)]
     prof = HardwareProfile(gpus=gpus, source="preset", created=_now())
-    _apply_ram(prof, ram_gib)
+    apply_ram(prof, ram_gib)
     return prof
 
 
@@ -154,11 +146,12 @@ def manual_profile(
         cc = validate_compute_capability(compute_capability or "8.0", "--compute-capability")
         gpus = [GpuInfo(i, f"GPU ({mem:g} GiB)", int(mem * GiB), cc) for i in range(gpu_count)]
     prof = HardwareProfile(gpus=gpus, source="manual", created=_now())
-    _apply_ram(prof, ram_gib)
+    apply_ram(prof, ram_gib)
     return prof
 
 
-def _apply_ram(prof: HardwareProfile, ram_gib: float | None) -> None:
+def apply_ram(prof: HardwareProfile, ram_gib: float | None) -> None:
+    """Set the target's RAM (``--ram``); without it, take this machine's and say so."""
     if ram_gib is not None:
         ram = _positive(ram_gib, "--ram", maximum=1 << 20)
         prof.ram_total = prof.ram_available = int(ram * GiB)
@@ -292,75 +285,88 @@ def probe(path: str | os.PathLike[str] = ".", nvml: Any = None) -> HardwareProfi
 
 # -------------------------------------------------------------------- profile file
 
-def profile_from_dict(data: Any, *, where: str = "profile") -> HardwareProfile:
-    """Validate and build a profile; errors name ``where`` and the field."""
+_PROFILE_HINT = "write the file with `ezrunner probe -o FILE` on the target"
 
-    def bad(fld: str, why: str) -> UsageError:
-        return UsageError(f"{where}: field {fld!r} {why}", hint="write the file with `ezrunner probe -o FILE` on the target")
 
-    if not isinstance(data, dict):
-        raise bad("(top level)", "must be a JSON object")
-    fmt = data.get("format")
-    if fmt is not None and fmt != PROFILE_FORMAT:
-        raise bad("format", f"is {fmt!r}, expected {PROFILE_FORMAT!r}")
+def _bad(where: str, fld: str, why: str) -> UsageError:
+    return UsageError(f"{where}: field {fld!r} {why}", hint=_PROFILE_HINT)
 
-    def opt_int(d: dict, key: str, label: str) -> int | None:
-        v = d.get(key)
-        if v is None:
-            return None
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise bad(label, f"must be a non-negative integer (bytes or count), got {v!r}")
-        return v
 
-    def opt_str(d: dict, key: str, label: str) -> str | None:
-        v = d.get(key)
-        if v is None:
-            return None
-        if not isinstance(v, str):
-            raise bad(label, f"must be a string, got {v!r}")
-        return v
+def _opt_int(d: dict, key: str, label: str, where: str) -> int | None:
+    v = d.get(key)
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+        raise _bad(where, label, f"must be a non-negative integer (bytes or count), got {v!r}")
+    return v
 
-    raw_gpus = data.get("gpus", [])
-    if not isinstance(raw_gpus, list):
-        raise bad("gpus", "must be a list")
-    gpus: list[GpuInfo] = []
-    for i, g in enumerate(raw_gpus):
-        label = f"gpus[{i}]"
-        if not isinstance(g, dict):
-            raise bad(label, "must be an object")
-        mem = opt_int(g, "memory_total", f"{label}.memory_total")
-        if not mem:
-            raise bad(f"{label}.memory_total", "is required (bytes, more than 0)")
-        cc = g.get("compute_capability")
-        if cc is None:
-            raise bad(f"{label}.compute_capability", "is required (\"X.Y\")")
-        if not isinstance(cc, str) or not re.fullmatch(r"\d{1,2}\.\d", cc):
-            raise bad(f"{label}.compute_capability", f"must be \"X.Y\" such as \"8.0\", got {cc!r}")
-        idx = g.get("index", i)
-        if isinstance(idx, bool) or not isinstance(idx, int):
-            raise bad(f"{label}.index", f"must be an integer, got {idx!r}")
-        name = opt_str(g, "name", f"{label}.name") or "GPU"
-        gpus.append(
-            GpuInfo(idx, name, mem, cc, opt_str(g, "uuid", f"{label}.uuid"), opt_int(g, "memory_free", f"{label}.memory_free"))
-        )
+
+def _opt_str(d: dict, key: str, label: str, where: str) -> str | None:
+    v = d.get(key)
+    if v is not None and not isinstance(v, str):
+        raise _bad(where, label, f"must be a string, got {v!r}")
+    return v
+
+
+# The profile's scalar fields and their validators, checked in this order.
+_SCALAR_FIELDS = (
+    ("driver_version", _opt_str),
+    ("cuda_driver_version", _opt_str),
+    ("cpu_logical", _opt_int),
+    ("cpu_physical", _opt_int),
+    ("ram_total", _opt_int),
+    ("ram_available", _opt_int),
+    ("disk_path", _opt_str),
+    ("disk_free", _opt_int),
+    ("hostname", _opt_str),
+    ("source", _opt_str),
+    ("created", _opt_str),
+)
+
+
+def _gpu_from_dict(g: Any, label: str, default_index: int, where: str) -> GpuInfo:
+    if not isinstance(g, dict):
+        raise _bad(where, label, "must be an object")
+    mem = _opt_int(g, "memory_total", f"{label}.memory_total", where)
+    if not mem:
+        raise _bad(where, f"{label}.memory_total", "is required (bytes, more than 0)")
+    cc = g.get("compute_capability")
+    if cc is None:
+        raise _bad(where, f"{label}.compute_capability", "is required (\"X.Y\")")
+    if not isinstance(cc, str) or not re.fullmatch(r"\d{1,2}\.\d", cc):
+        raise _bad(where, f"{label}.compute_capability", f"must be \"X.Y\" such as \"8.0\", got {cc!r}")
+    idx = g.get("index", default_index)
+    if isinstance(idx, bool) or not isinstance(idx, int):
+        raise _bad(where, f"{label}.index", f"must be an integer, got {idx!r}")
+    name = _opt_str(g, "name", f"{label}.name", where) or "GPU"
+    uuid = _opt_str(g, "uuid", f"{label}.uuid", where)
+    return GpuInfo(idx, name, mem, cc, uuid, _opt_int(g, "memory_free", f"{label}.memory_free", where))
+
+
+def _gpus_from_dict(data: dict, where: str) -> list[GpuInfo]:
+    raw = data.get("gpus", [])
+    if not isinstance(raw, list):
+        raise _bad(where, "gpus", "must be a list")
+    return [_gpu_from_dict(g, f"gpus[{i}]", i, where) for i, g in enumerate(raw)]
+
+
+def _notes_from_dict(data: dict, where: str) -> list[str]:
     notes = data.get("notes", [])
     if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
-        raise bad("notes", "must be a list of strings")
-    return HardwareProfile(
-        gpus=gpus,
-        driver_version=opt_str(data, "driver_version", "driver_version"),
-        cuda_driver_version=opt_str(data, "cuda_driver_version", "cuda_driver_version"),
-        cpu_logical=opt_int(data, "cpu_logical", "cpu_logical"),
-        cpu_physical=opt_int(data, "cpu_physical", "cpu_physical"),
-        ram_total=opt_int(data, "ram_total", "ram_total"),
-        ram_available=opt_int(data, "ram_available", "ram_available"),
-        disk_path=opt_str(data, "disk_path", "disk_path"),
-        disk_free=opt_int(data, "disk_free", "disk_free"),
-        hostname=opt_str(data, "hostname", "hostname"),
-        source=opt_str(data, "source", "source") or "file",
-        notes=list(notes),
-        created=opt_str(data, "created", "created"),
-    )
+        raise _bad(where, "notes", "must be a list of strings")
+    return list(notes)
+
+
+def profile_from_dict(data: Any, *, where: str = "profile") -> HardwareProfile:
+    """Validate and build a profile; errors name ``where`` and the field."""
+    if not isinstance(data, dict):
+        raise _bad(where, "(top level)", "must be a JSON object")
+    fmt = data.get("format")
+    if fmt is not None and fmt != PROFILE_FORMAT:
+        raise _bad(where, "format", f"is {fmt!r}, expected {PROFILE_FORMAT!r}")
+    gpus = _gpus_from_dict(data, where)
+    notes = _notes_from_dict(data, where)
+    scalars = {key: check(data, key, key, where) for key, check in _SCALAR_FIELDS}
+    scalars["source"] = scalars["source"] or "file"
+    return HardwareProfile(gpus=gpus, notes=notes, **scalars)
 
 
 def load_profile(path: str | os.PathLike[str]) -> HardwareProfile:
@@ -376,7 +382,7 @@ def load_profile(path: str | os.PathLike[str]) -> HardwareProfile:
         data = json.loads(text)
     except ValueError as exc:
         raise UsageError(f"{p}: not valid JSON (line {getattr(exc, 'lineno', '?')}: {getattr(exc, 'msg', exc)})",
-                         hint="write the file with `ezrunner probe -o FILE` on the target") from None
+                         hint=_PROFILE_HINT) from None
     return profile_from_dict(data, where=str(p))
 
 

@@ -8,6 +8,7 @@ Everything here is pure Python (json + struct); no hub client, no torch.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from dataclasses import asdict, dataclass, field
@@ -162,64 +163,80 @@ def _first(cfg: dict[str, Any], *keys: str) -> Any:
     return None
 
 
-def _int(cfg: dict[str, Any], key: str, value: Any, where: str) -> int:
+def _int(key: str, value: Any, where: str) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # some writers emit 4096.0
     if isinstance(value, bool) or not isinstance(value, int):
-        try:
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-        except Exception:  # noqa: BLE001
-            pass
         raise UsageError(f"{where}: key {key!r} must be an integer, got {value!r}")
     if value <= 0:
         raise UsageError(f"{where}: key {key!r} must be positive, got {value}")
     return value
 
 
-def parse_config(cfg: dict[str, Any], *, where: str = "config.json") -> ModelConfig:
-    """Parse a config dict; a missing required key raises UsageError naming it."""
-    if not isinstance(cfg, dict):
-        raise UsageError(f"{where}: not a JSON object")
-    top = cfg
-    # Multimodal wrappers keep the language model under text_config.
-    if "hidden_size" not in cfg and isinstance(cfg.get("text_config"), dict):
-        merged = dict(cfg["text_config"])
-        for k in ("architectures", "auto_map", "torch_dtype", "dtype", "tie_word_embeddings", "quantization_config"):
-            if k in cfg and k not in merged:
-                merged[k] = cfg[k]
-        cfg = merged
+def _required(cfg: dict[str, Any], where: str, key: str, *aliases: str) -> int:
+    value = _first(cfg, key, *aliases)
+    if value is None:
+        raise UsageError(
+            f"{where}: missing required key {key!r}",
+            hint="the model's config.json must describe a transformer decoder (hidden_size, num_hidden_layers, num_attention_heads)",
+        )
+    return _int(key, value, where)
 
-    def req(key: str, *aliases: str) -> int:
-        value = _first(cfg, key, *aliases)
-        if value is None:
-            raise UsageError(
-                f"{where}: missing required key {key!r}",
-                hint="the model's config.json must describe a transformer decoder (hidden_size, num_hidden_layers, num_attention_heads)",
-            )
-        return _int(cfg, key, value, where)
 
-    def opt(key: str, *aliases: str) -> int | None:
-        value = _first(cfg, key, *aliases)
-        return None if value is None else _int(cfg, key, value, where)
+def _optional(cfg: dict[str, Any], where: str, key: str, *aliases: str) -> int | None:
+    value = _first(cfg, key, *aliases)
+    return None if value is None else _int(key, value, where)
 
-    hidden = req("hidden_size", "n_embd", "d_model")
-    layers = req("num_hidden_layers", "n_layer", "num_layers")
-    heads = req("num_attention_heads", "n_head")
-    kv_heads = opt("num_key_value_heads", "num_kv_heads")
+
+_WRAPPER_KEYS = ("architectures", "auto_map", "torch_dtype", "dtype", "tie_word_embeddings", "quantization_config")
+
+
+def _language_model(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Multimodal wrappers keep the language model under text_config; the wrapper's own keys fill gaps."""
+    if "hidden_size" in cfg or not isinstance(cfg.get("text_config"), dict):
+        return cfg
+    merged = dict(cfg["text_config"])
+    for k in _WRAPPER_KEYS:
+        if k in cfg and k not in merged:
+            merged[k] = cfg[k]
+    return merged
+
+
+def _attention_shape(cfg: dict[str, Any], where: str) -> tuple[int, int, int, int, int]:
+    """(hidden, layers, heads, KV heads, head_dim)."""
+    hidden = _required(cfg, where, "hidden_size", "n_embd", "d_model")
+    layers = _required(cfg, where, "num_hidden_layers", "n_layer", "num_layers")
+    heads = _required(cfg, where, "num_attention_heads", "n_head")
+    kv_heads = _optional(cfg, where, "num_key_value_heads", "num_kv_heads")
     if kv_heads is None:
         kv_heads = 1 if cfg.get("multi_query") else heads
-    head_dim = opt("head_dim")
+    head_dim = _optional(cfg, where, "head_dim")
     if head_dim is None:
         if hidden % heads:
             raise UsageError(f"{where}: hidden_size {hidden} is not divisible by num_attention_heads {heads}")
         head_dim = hidden // heads
-    num_experts = opt("num_local_experts", "n_routed_experts", "num_experts")
+    return hidden, layers, heads, kv_heads, head_dim
+
+
+def _quantization(top: dict[str, Any], cfg: dict[str, Any]) -> str | None:
     qcfg = top.get("quantization_config") or cfg.get("quantization_config")
-    quant = None
-    if isinstance(qcfg, dict):
-        quant = str(qcfg.get("quant_method") or qcfg.get("quant_type") or "quantized")
-    sliding = cfg.get("sliding_window")
-    if cfg.get("use_sliding_window") is False:
-        sliding = None
+    if not isinstance(qcfg, dict):
+        return None
+    return str(qcfg.get("quant_method") or qcfg.get("quant_type") or "quantized")
+
+
+def _sliding_window(cfg: dict[str, Any]) -> int | None:
+    sliding = None if cfg.get("use_sliding_window") is False else cfg.get("sliding_window")
+    return sliding if isinstance(sliding, int) and sliding > 0 else None
+
+
+def parse_config(cfg: dict[str, Any], *, where: str = "config.json") -> ModelConfig:
+    """Parse a config dict; a missing required key raises UsageError naming it."""
+    if not isinstance(cfg, dict):
+        raise UsageError(f"{where}: not a JSON object")
+    top, cfg = cfg, _language_model(cfg)
+    hidden, layers, heads, kv_heads, head_dim = _attention_shape(cfg, where)
+    num_experts = _optional(cfg, where, "num_local_experts", "n_routed_experts", "num_experts")
     arch = cfg.get("architectures") or top.get("architectures") or []
     return ModelConfig(
         model_type=cfg.get("model_type") or top.get("model_type"),
@@ -229,19 +246,20 @@ def parse_config(cfg: dict[str, Any], *, where: str = "config.json") -> ModelCon
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
         head_dim=head_dim,
-        vocab_size=opt("vocab_size", "padded_vocab_size"),
-        intermediate_size=opt("intermediate_size", "n_inner", "ffn_dim"),
-        max_position_embeddings=opt("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "max_sequence_length"),
+        vocab_size=_optional(cfg, where, "vocab_size", "padded_vocab_size"),
+        intermediate_size=_optional(cfg, where, "intermediate_size", "n_inner", "ffn_dim"),
+        max_position_embeddings=_optional(cfg, where, "max_position_embeddings", "n_positions", "max_seq_len",
+                                          "seq_length", "max_sequence_length"),
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", top.get("tie_word_embeddings", False))),
         dtype=normalise_dtype(_first(cfg, "torch_dtype", "dtype") or _first(top, "torch_dtype", "dtype")),
         num_experts=num_experts if num_experts and num_experts > 1 else None,
-        num_experts_per_tok=opt("num_experts_per_tok", "moe_topk"),
-        moe_intermediate_size=opt("moe_intermediate_size"),
-        sliding_window=sliding if isinstance(sliding, int) and sliding > 0 else None,
-        kv_lora_rank=opt("kv_lora_rank"),
-        qk_rope_head_dim=opt("qk_rope_head_dim"),
+        num_experts_per_tok=_optional(cfg, where, "num_experts_per_tok", "moe_topk"),
+        moe_intermediate_size=_optional(cfg, where, "moe_intermediate_size"),
+        sliding_window=_sliding_window(cfg),
+        kv_lora_rank=_optional(cfg, where, "kv_lora_rank"),
+        qk_rope_head_dim=_optional(cfg, where, "qk_rope_head_dim"),
         auto_map=top.get("auto_map") or cfg.get("auto_map") or None,
-        quantization=quant,
+        quantization=_quantization(top, cfg),
         raw=top,
     )
 
@@ -263,6 +281,91 @@ def load_config(path: str | os.PathLike[str]) -> ModelConfig:
 # --------------------------------------------------------------------- counting
 
 
+def _counting_raw(cfg: ModelConfig) -> dict[str, Any]:
+    """The config keys the counter reads (a wrapper's text_config when there is one)."""
+    raw = cfg.raw.get("text_config") if "hidden_size" not in cfg.raw else cfg.raw
+    return raw or cfg.raw
+
+
+def _mla_attention(cfg: ModelConfig, raw: dict[str, Any]) -> int:
+    """DeepSeek's multi-head latent attention: (LoRA'd) q, the joint KV down/up projections, o."""
+    h, nh = cfg.hidden_size, cfg.num_attention_heads
+    nope = int(raw.get("qk_nope_head_dim") or 0)
+    rope = int(raw.get("qk_rope_head_dim") or 0)
+    vdim = int(raw.get("v_head_dim") or cfg.head_dim)
+    q_lora = raw.get("q_lora_rank")
+    kvr = cfg.kv_lora_rank or 0
+    qk = nope + rope
+    attn = h * q_lora + q_lora + q_lora * nh * qk if q_lora else h * nh * qk
+    return attn + h * (kvr + rope) + kvr + kvr * nh * (nope + vdim) + nh * vdim * h
+
+
+def _attention(cfg: ModelConfig, raw: dict[str, Any], mt: str) -> int:
+    """One layer's attention: q/k/v/o projections, their biases, q/k norms."""
+    if cfg.is_mla:
+        return _mla_attention(cfg, raw)
+    h, hd = cfg.hidden_size, cfg.head_dim
+    q, kv = cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd
+    attn = h * q + 2 * h * kv + q * h
+    if mt in ("qwen2", "qwen2_moe") or raw.get("qkv_bias"):
+        attn += q + 2 * kv
+    elif raw.get("attention_bias"):
+        attn += q + 2 * kv + h
+    if mt in ("qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2"):
+        attn += 2 * hd  # q_norm and k_norm over head_dim
+    return attn
+
+
+def _layer_norms(h: int, mt: str) -> int:
+    return 4 * h if mt in ("gemma2", "gemma3", "gemma3_text") else 2 * h
+
+
+def _dense_mlp(h: int, inter: int, bias: bool) -> int:
+    return 3 * h * inter + (2 * inter + h if bias else 0)
+
+
+def _experts(h: int, n: int, inter: int) -> int:
+    """``n`` gated experts of width ``inter`` and their router."""
+    return n * 3 * h * inter + h * n
+
+
+def _deepseek_mlp(cfg: ModelConfig, raw: dict[str, Any], mt: str, layer: int, dense: int) -> int:
+    first_dense = int(raw.get("first_k_dense_replace") or 0)
+    freq = int(raw.get("moe_layer_freq") or 1)
+    if layer < first_dense or layer % freq != 0:
+        return dense
+    h, e = cfg.hidden_size, cfg.num_experts or 0
+    mi = cfg.moe_intermediate_size or cfg.intermediate_size or 0
+    shared = int(raw.get("n_shared_experts") or 0)
+    mlp = _experts(h, e, mi) + (3 * h * mi * shared if shared else 0)
+    if mt == "deepseek_v3" or raw.get("topk_method") == "noaux_tc":
+        mlp += e  # e_score_correction_bias
+    return mlp
+
+
+def _qwen_moe_mlp(cfg: ModelConfig, raw: dict[str, Any], layer: int, dense: int) -> int:
+    sparse_step = int(raw.get("decoder_sparse_step") or 1)
+    if layer in set(raw.get("mlp_only_layers") or []) or (layer + 1) % sparse_step != 0:
+        return dense
+    h = cfg.hidden_size
+    mlp = _experts(h, cfg.num_experts or 0, cfg.moe_intermediate_size or cfg.intermediate_size or 0)
+    shared = int(raw.get("shared_expert_intermediate_size") or 0)
+    return mlp + (3 * h * shared + h if shared else 0)  # shared expert + its gate
+
+
+def _mlp(cfg: ModelConfig, raw: dict[str, Any], mt: str, layer: int) -> int:
+    """One layer's MLP: dense, or every MoE expert plus the router and shared experts."""
+    dense = _dense_mlp(cfg.hidden_size, cfg.intermediate_size or 0, bool(raw.get("mlp_bias")))
+    if not cfg.num_experts:
+        return dense
+    if mt in ("deepseek_v2", "deepseek_v3"):
+        return _deepseek_mlp(cfg, raw, mt, layer, dense)
+    if mt in ("qwen2_moe", "qwen3_moe"):
+        return _qwen_moe_mlp(cfg, raw, layer, dense)
+    # Mixtral-style: every layer sparse, experts of intermediate_size
+    return _experts(cfg.hidden_size, cfg.num_experts, cfg.intermediate_size or cfg.moe_intermediate_size or 0)
+
+
 def count_parameters(cfg: ModelConfig) -> tuple[int | None, bool]:
     """The parameter count from the config, and whether it is exact for this family.
 
@@ -272,88 +375,16 @@ def count_parameters(cfg: ModelConfig) -> tuple[int | None, bool]:
     the final norm; the lm_head unless the embeddings are tied. Returns
     ``(None, False)`` when the config lacks vocab_size or intermediate_size.
     """
-    raw = cfg.raw.get("text_config") if "hidden_size" not in cfg.raw else cfg.raw
-    raw = raw or cfg.raw
-    h, L, nh, nkv, hd = cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-    v, inter = cfg.vocab_size, cfg.intermediate_size
-    mt = (cfg.model_type or "").lower()
-    if v is None or (inter is None and cfg.moe_intermediate_size is None):
+    v, h = cfg.vocab_size, cfg.hidden_size
+    if v is None or (cfg.intermediate_size is None and cfg.moe_intermediate_size is None):
         return None, False
-
-    embed = v * h
+    raw = _counting_raw(cfg)
+    mt = (cfg.model_type or "").lower()
+    per_layer = _attention(cfg, raw, mt) + _layer_norms(h, mt)
+    layers = sum(per_layer + _mlp(cfg, raw, mt, layer) for layer in range(cfg.num_hidden_layers))
     lm_head = 0 if cfg.tie_word_embeddings or mt.startswith("gemma") else v * h
-
-    # ---- attention
-    if cfg.is_mla:
-        nope = int(raw.get("qk_nope_head_dim") or 0)
-        rope = int(raw.get("qk_rope_head_dim") or 0)
-        vdim = int(raw.get("v_head_dim") or hd)
-        q_lora = raw.get("q_lora_rank")
-        kvr = cfg.kv_lora_rank or 0
-        qk = nope + rope
-        if q_lora:
-            attn = h * q_lora + q_lora + q_lora * nh * qk
-        else:
-            attn = h * nh * qk
-        attn += h * (kvr + rope) + kvr + kvr * nh * (nope + vdim) + nh * vdim * h
-    else:
-        q, kv = nh * hd, nkv * hd
-        attn = h * q + 2 * h * kv + q * h
-        if mt in ("qwen2", "qwen2_moe") or raw.get("qkv_bias"):
-            attn += q + 2 * kv
-        elif raw.get("attention_bias"):
-            attn += q + 2 * kv + h
-        if mt in ("qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2"):
-            attn += 2 * hd  # q_norm and k_norm over head_dim
-
-    # ---- norms per layer
-    if mt in ("gemma2", "gemma3", "gemma3_text"):
-        norms = 4 * h
-    else:
-        norms = 2 * h
-
-    mlp_bias = bool(raw.get("mlp_bias"))
-
-    def dense(i: int) -> int:
-        return 3 * h * i + (2 * i + h if mlp_bias else 0)
-
-    # ---- MLP / MoE per layer
-    total_layers = 0
-    for layer in range(L):
-        if cfg.num_experts:
-            e = cfg.num_experts
-            if mt in ("deepseek_v2", "deepseek_v3"):
-                first_dense = int(raw.get("first_k_dense_replace") or 0)
-                freq = int(raw.get("moe_layer_freq") or 1)
-                is_moe = layer >= first_dense and layer % freq == 0
-                if not is_moe:
-                    mlp = dense(inter or 0)
-                else:
-                    mi = cfg.moe_intermediate_size or inter or 0
-                    shared = int(raw.get("n_shared_experts") or 0)
-                    mlp = e * 3 * h * mi + h * e + (3 * h * mi * shared if shared else 0)
-                    if mt == "deepseek_v3" or raw.get("topk_method") == "noaux_tc":
-                        mlp += e  # e_score_correction_bias
-            elif mt in ("qwen2_moe", "qwen3_moe"):
-                sparse_step = int(raw.get("decoder_sparse_step") or 1)
-                mlp_only = set(raw.get("mlp_only_layers") or [])
-                if layer in mlp_only or (layer + 1) % sparse_step != 0:
-                    mlp = dense(inter or 0)
-                else:
-                    mi = cfg.moe_intermediate_size or inter or 0
-                    mlp = e * 3 * h * mi + h * e
-                    sh = int(raw.get("shared_expert_intermediate_size") or 0)
-                    if sh:
-                        mlp += 3 * h * sh + h  # shared expert + its gate
-            else:  # Mixtral-style: every layer sparse, experts of intermediate_size
-                mi = inter or cfg.moe_intermediate_size or 0
-                mlp = e * 3 * h * mi + h * e
-        else:
-            mlp = dense(inter or 0)
-        total_layers += attn + mlp + norms
-    total = embed + total_layers + h + lm_head
-    exact = mt in EXACT_FAMILIES and not cfg.quantization
-    return total, exact
+    total = v * h + layers + h + lm_head  # embeddings, layers, final norm, head
+    return total, mt in EXACT_FAMILIES and not cfg.quantization
 
 
 def kv_bytes_per_token(cfg: ModelConfig, kv_dtype_bytes: int) -> int:
@@ -389,16 +420,10 @@ def attention_notes(cfg: ModelConfig, kv_dtype_bytes: int) -> list[str]:
 @dataclass(frozen=True)
 class SafetensorsSummary:
     parameters_by_dtype: dict[str, int]  # safetensors dtype code (BF16, F32, ...) -> element count
-    bytes_by_dtype: dict[str, int]
-    tensors: int
 
     @property
     def parameters(self) -> int:
         return sum(self.parameters_by_dtype.values())
-
-    @property
-    def nbytes(self) -> int:
-        return sum(self.bytes_by_dtype.values())
 
 
 MAX_HEADER = 100 * 1024 * 1024
@@ -424,22 +449,15 @@ def read_safetensors_header(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def summarize_safetensors(paths: list[str | os.PathLike[str]]) -> SafetensorsSummary:
+    """Element counts per dtype over the headers of ``paths`` (the data is never read)."""
     params: dict[str, int] = {}
-    nbytes: dict[str, int] = {}
-    count = 0
     for path in paths:
         for name, info in read_safetensors_header(path).items():
             if name == "__metadata__" or not isinstance(info, dict):
                 continue
             dt = str(info.get("dtype"))
-            n = 1
-            for d in info.get("shape") or []:
-                n *= int(d)
-            off = info.get("data_offsets") or [0, 0]
-            params[dt] = params.get(dt, 0) + n
-            nbytes[dt] = nbytes.get(dt, 0) + int(off[1]) - int(off[0])
-            count += 1
-    return SafetensorsSummary(params, nbytes, count)
+            params[dt] = params.get(dt, 0) + math.prod(int(d) for d in info.get("shape") or [])
+    return SafetensorsSummary(params)
 
 
 def bytes_at_dtype(parameters_by_dtype: dict[str, int], dtype: str | None) -> int:

@@ -158,9 +158,15 @@ def reserve_bytes(cfg: modelinfo.ModelConfig, dtype: str) -> int:
     return int(RUNTIME_RESERVE + act + logits)
 
 
-def _gpu_dtype(requested: str, model_dtype: str | None, cc: float) -> tuple[str, PlanWarning | None]:
+def _auto_gpu_dtype(requested: str, model_dtype: str | None) -> str:
     # auto: keep a bf16/fp16 model's dtype; serve fp32 (or unknown) models in bf16
-    want = requested if requested != "auto" else (model_dtype if model_dtype in ("bfloat16", "float16") else "bfloat16")
+    if requested != "auto":
+        return requested
+    return model_dtype if model_dtype in ("bfloat16", "float16") else "bfloat16"
+
+
+def _gpu_dtype(requested: str, model_dtype: str | None, cc: float) -> tuple[str, PlanWarning | None]:
+    want = _auto_gpu_dtype(requested, model_dtype)
     if want == "bfloat16" and cc < BF16_MIN_CC:
         return "float16", PlanWarning(
             BF16_UNSUPPORTED,
@@ -175,69 +181,118 @@ def _add(warnings: list[PlanWarning], w: PlanWarning | None) -> None:
         warnings.append(w)
 
 
-def make_plan(
-    model: Any,
-    profile: HardwareProfile,
-    *,
-    max_model_len: int | None = None,
-    dtype: str = "auto",
-    gpu_memory_utilization: float = 0.9,
-    engine: str = "auto",
-    revision: str | None = None,
-) -> Plan:
-    """Plan ``model`` (a :class:`discovery.ModelDetails`, a local folder or a hub id)
-    on ``profile``. Bad arguments raise :class:`UsageError` naming the flag."""
+# ------------------------------------------------------------------- the inputs
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """What a caller may choose. :func:`make_plan` validates it; errors name the CLI flag."""
+
+    max_model_len: int | None = None
+    dtype: str = "auto"
+    gpu_memory_utilization: float = 0.9
+    engine: str = "auto"
+    revision: str | None = None
+
+
+@dataclass
+class _Context:
+    """One planning run: the validated inputs, and what the candidates that did not fit left behind."""
+
+    details: Any  # discovery.ModelDetails
+    cfg: modelinfo.ModelConfig
+    profile: HardwareProfile
+    dtype: str
+    engine: str
+    util: float
+    model_len: int  # the model's own context (2048 when config.json names none)
+    desired: int  # the context to plan for
+    min_len: int  # below this a capped context does not count as fitting
+    notes: list[str]
+    common: list[PlanWarning]  # warnings every outcome carries
+    reasons: list[str] = field(default_factory=list)  # why candidates were passed over
+    failures: list[PlanWarning] = field(default_factory=list)  # their warnings
+
+    def warnings(self, *extra: PlanWarning | None, failures: bool = False) -> list[PlanWarning]:
+        out = list(self.common)
+        for w in (*(self.failures if failures else ()), *extra):
+            _add(out, w)
+        return out
+
+
+@dataclass(frozen=True)
+class _Figures:
+    """The model's memory at one dtype."""
+
+    dtype: str
+    weights: int
+    kv_per_token: int
+
+
+@dataclass
+class _Outcome:
+    """What the chosen candidate (or the does-not-fit verdict, ``engine=None``) puts in the Plan."""
+
+    engine: str | None
+    device: str | None
+    figures: _Figures
+    max_model_len: int
+    concurrency: int
+    tensor_parallel_size: int
+    reasons: list[str]
+    warnings: list[PlanWarning]
+    reserve: int = 0
+    kv_room: int = 0
+    memory: int = 0
+
+
+def _details_of(model: Any, revision: str | None) -> Any:
     from ezrunner.core import discovery
 
     if isinstance(model, discovery.ModelDetails):
-        details = model
-    elif isinstance(model, (str, os.PathLike, Path)):
-        details = discovery.model_details(model, revision)
-    else:
-        raise TypeError(f"make_plan: model must be ModelDetails, a path or an id, not {type(model).__name__}")
-    if dtype not in DTYPES:
-        raise UsageError(f"--dtype: unknown dtype {dtype!r}", hint=f"choose one of: {', '.join(DTYPES)}")
-    if engine not in ENGINES:
-        raise UsageError(f"--engine: unknown engine {engine!r}", hint=f"choose one of: {', '.join(ENGINES)}")
+        return model
+    if isinstance(model, (str, os.PathLike, Path)):
+        return discovery.model_details(model, revision)
+    raise TypeError(f"make_plan: model must be ModelDetails, a path or an id, not {type(model).__name__}")
+
+
+def _checked_utilization(opts: PlanOptions) -> float:
+    """Check dtype, engine and utilization (in that order); the utilization as a float."""
+    if opts.dtype not in DTYPES:
+        raise UsageError(f"--dtype: unknown dtype {opts.dtype!r}", hint=f"choose one of: {', '.join(DTYPES)}")
+    if opts.engine not in ENGINES:
+        raise UsageError(f"--engine: unknown engine {opts.engine!r}", hint=f"choose one of: {', '.join(ENGINES)}")
+    raw = opts.gpu_memory_utilization
     try:
-        util = float(gpu_memory_utilization)
+        util = float(raw)
     except (TypeError, ValueError):
-        raise UsageError(f"--gpu-memory-utilization: not a number: {gpu_memory_utilization!r}") from None
+        raise UsageError(f"--gpu-memory-utilization: not a number: {raw!r}") from None
     if not 0.05 <= util <= 1.0:
-        raise UsageError(f"--gpu-memory-utilization: must be between 0.05 and 1.0, got {gpu_memory_utilization!r}")
-    cfg = details.config
-    if cfg is None:
+        raise UsageError(f"--gpu-memory-utilization: must be between 0.05 and 1.0, got {raw!r}")
+    return util
+
+
+def _config_of(details: Any) -> modelinfo.ModelConfig:
+    if details.config is None:
         why = "; ".join(details.notes) or "no config.json"
         raise UsageError(f"{details.model}: cannot plan without config.json ({why})")
+    return details.config
 
-    model_len = cfg.max_position_embeddings
-    notes: list[str] = list(modelinfo.attention_notes(cfg, 2))
-    if model_len is None:
-        model_len = 2048
-        notes.append("config.json names no context length; assuming 2048")
-    if max_model_len is not None:
-        if isinstance(max_model_len, bool) or not isinstance(max_model_len, int) or max_model_len < 16:
-            raise UsageError(f"--max-model-len: must be an integer of at least 16, got {max_model_len!r}")
-        if max_model_len > model_len:
-            raise UsageError(
-                f"--max-model-len: {max_model_len} is longer than the model's context ({model_len})",
-                hint=f"use at most {model_len}",
-            )
-    desired = max_model_len or model_len
-    min_len = min(MIN_CONTEXT, desired)
 
-    base = {
-        "model": details.model,
-        "gpu_memory_utilization": util,
-        "model_max_model_len": model_len,
-        "trust_remote_code": details.trust_remote_code,
-        "parameters": details.parameters,
-        "weight_format": details.weight_format,
-        "revision": details.revision,
-        "source": details.source,
-        "target": profile.summary(),
-        "notes": notes,
-    }
+def _desired_len(requested: int | None, model_len: int) -> int:
+    if requested is None:
+        return model_len
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 16:
+        raise UsageError(f"--max-model-len: must be an integer of at least 16, got {requested!r}")
+    if requested > model_len:
+        raise UsageError(
+            f"--max-model-len: {requested} is longer than the model's context ({model_len})",
+            hint=f"use at most {model_len}",
+        )
+    return requested
+
+
+def _common_warnings(details: Any) -> list[PlanWarning]:
     common: list[PlanWarning] = []
     if details.trust_remote_code:
         _add(common, PlanWarning(
@@ -253,215 +308,337 @@ def make_plan(
             f"the weights are {what}, not safetensors: pickles can run code when loaded and GGUF is not "
             "loaded by these engines. Prefer a safetensors revision of the model.",
         ))
+    return common
 
-    reasons: list[str] = []
-    failures: list[PlanWarning] = []
-    gpus = profile.gpus
-    for g in gpus:
-        if g.memory_free is not None and g.memory_free < g.memory_total * util:
-            notes.append(
-                f"GPU {g.index} had only {human_bytes(g.memory_free)} free when probed; vLLM needs "
-                f"{human_bytes(g.memory_total * util)} ({util:g} of it) free when it starts"
-            )
 
-    # ---------------------------------------------------------------- vLLM
-    if gpus and engine in ("auto", "vllm"):
-        cc = min(g.cc for g in gpus)
-        mem = min(g.memory_total for g in gpus)
-        if cc < VLLM_MIN_CC:
-            reasons.append(f"vLLM needs compute capability ≥ {VLLM_MIN_CC}; the GPU has {cc:.1f}")
-        else:
-            dt, dt_warn = _gpu_dtype(dtype, details.dtype, cc)
-            wb = weights_bytes(details, dt)
-            kvpt = modelinfo.kv_bytes_per_token(cfg, _dtype_bytes(dt))
-            res = reserve_bytes(cfg, dt)
-            tps = [tp for tp in (1, 2, 4, 8, 16, 32, 64) if tp <= len(gpus) and cfg.num_attention_heads % tp == 0]
-            chosen: tuple[int, int, int] | None = None  # tp, length, kv room
-            def per_token(tp: int) -> int:
-                # vLLM replicates KV heads when TP exceeds them: each GPU keeps at least one.
-                nkv = cfg.num_key_value_heads
-                return kvpt * -(-tp // nkv) if tp > nkv else kvpt
+def _busy_gpu_notes(profile: HardwareProfile, util: float) -> list[str]:
+    return [
+        f"GPU {g.index} had only {human_bytes(g.memory_free)} free when probed; vLLM needs "
+        f"{human_bytes(g.memory_total * util)} ({util:g} of it) free when it starts"
+        for g in profile.gpus
+        if g.memory_free is not None and g.memory_free < g.memory_total * util
+    ]
 
-            for tp in tps:
-                room = int((mem * util - wb / tp - res) * tp)
-                if room > 0 and room // per_token(tp) >= desired:
-                    chosen = (tp, desired, room)
-                    break
-            capped = False
-            if chosen is None and tps:
-                tp = tps[-1]
-                room = int((mem * util - wb / tp - res) * tp)
-                length = _round_len(room // per_token(tp)) if room > 0 else 0
-                if length >= min_len:
-                    chosen, capped = (tp, min(length, desired), room), True
-            if chosen is not None:
-                tp, length, room = chosen
-                k = per_token(tp)
-                warnings = list(common)
-                _add(warnings, dt_warn)
-                rs = [f"{profile.summary()}: compute capability {cc:.1f} ≥ {VLLM_MIN_CC} → vLLM"]
-                if tp > 1:
-                    rs.append(f"one GPU is not enough: tensor parallel {tp} (the smallest power of two that divides "
-                              f"{cfg.num_attention_heads} attention heads and fits)")
-                rs.append(f"weights {gib(wb)} in {dt}; per GPU {gib(mem)} × {util:g} − {gib(wb / tp)} weights − "
-                          f"{gib(res)} reserve leaves {gib(room / tp)} for the KV cache")
-                rs.append(f"KV cache {kvpt} bytes/token" + (f" ({k} with KV heads replicated over TP {tp})" if k != kvpt else "") + f" → room for {room // k} tokens")
-                if capped:
-                    _add(warnings, PlanWarning(
-                        KV_CACHE_LIMITS_CONTEXT,
-                        f"the KV cache holds {room // k} tokens, less than the context of {desired}: max_model_len "
-                        f"set to {length}. For the full context use more GPUs, a shorter --max-model-len, or a "
-                        "quantized variant.",
-                    ))
-                conc = max(1, min(MAX_NUM_SEQS, room // (k * length)))
-                if cc < 7.5:
-                    notes.append("recent vLLM releases need compute capability ≥ 7.5: check that the vLLM in the "
-                                 f"engine image still supports this {cc:.1f} GPU")
-                return Plan(
-                    engine="vllm", device="cuda", fits=True, dtype=dt, weights_bytes=wb, kv_bytes_per_token=kvpt,
-                    max_model_len=length, max_concurrent_sequences=int(conc), tensor_parallel_size=tp,
-                    reasons=rs, warnings=warnings, reserve_bytes=res, kv_cache_bytes=room, memory_bytes=mem, **base,
-                )
-            total_budget = mem * util * (tps[-1] if tps else 1)
-            if wb + res * (tps[-1] if tps else 1) > total_budget:
-                reasons.append(f"vLLM: weights {gib(wb)} do not fit in {len(gpus)} × {gib(mem)} × {util:g}")
-                _add(failures, PlanWarning(
-                    WEIGHTS_EXCEED_GPU_MEMORY,
-                    f"the weights ({gib(wb)} in {dt}) exceed the usable GPU memory ({len(gpus)} × {gib(mem)} × {util:g}). "
-                    "Use more or larger GPUs (--gpu-count), a quantized variant (AWQ/GPTQ/FP8), or a smaller model.",
-                ))
-            else:
-                reasons.append(f"vLLM: after the weights the KV cache holds fewer than {min_len} tokens")
 
-    # ------------------------------------------------------- Transformers on GPU
-    if gpus and engine in ("auto", "transformers"):
-        cc = gpus[0].cc
-        mem = gpus[0].memory_total
-        dt, dt_warn = _gpu_dtype(dtype, details.dtype, cc)
-        wb = weights_bytes(details, dt)
-        kvpt = modelinfo.kv_bytes_per_token(cfg, _dtype_bytes(dt))
-        res = reserve_bytes(cfg, dt)
-        room = int(mem * util - wb - res)
-        length = min(desired, _round_len(room // kvpt)) if room > 0 else 0
-        if length >= min_len:
-            warnings = list(common)
-            _add(warnings, dt_warn)
-            rs = list(reasons)
-            rs.append(f"Transformers on GPU 0: weights {gib(wb)} in {dt}; {gib(mem)} × {util:g} − weights − "
-                      f"{gib(res)} reserve leaves {gib(room)} for the KV cache")
-            if length < desired:
-                _add(warnings, PlanWarning(
-                    KV_CACHE_LIMITS_CONTEXT,
-                    f"the KV cache holds {room // kvpt} tokens, less than the context of {desired}: max_model_len "
-                    f"set to {length}. Use a larger GPU or a shorter --max-model-len.",
-                ))
-            conc = max(1, min(TRANSFORMERS_MAX_CONCURRENCY, room // (kvpt * length)))
-            return Plan(
-                engine="transformers", device="cuda", fits=True, dtype=dt, weights_bytes=wb, kv_bytes_per_token=kvpt,
-                max_model_len=length, max_concurrent_sequences=int(conc), tensor_parallel_size=1,
-                reasons=rs, warnings=warnings, reserve_bytes=res, kv_cache_bytes=room, memory_bytes=mem, **base,
-            )
-        if wb > mem * util:
-            reasons.append(f"Transformers on GPU: weights {gib(wb)} do not fit in one GPU ({gib(mem)} × {util:g})")
-            _add(failures, PlanWarning(
-                WEIGHTS_EXCEED_GPU_MEMORY,
-                f"the weights ({gib(wb)} in {dt}) exceed the usable GPU memory ({gib(mem)} × {util:g}). "
-                "Use more or larger GPUs (--gpu-count), a quantized variant (AWQ/GPTQ/FP8), or a smaller model.",
-            ))
-        else:
-            reasons.append(f"Transformers on GPU: after the weights fewer than {min_len} tokens of KV cache fit")
-
-    # ------------------------------------------------------- Transformers on CPU
-    if engine == "vllm" and not gpus:
-        reasons.append("vLLM needs an NVIDIA GPU and the target has none")
-    if engine in ("auto", "transformers"):
-        ram = profile.ram_total
-        if not ram:
-            reasons.append("the target's RAM is unknown (pass --ram GiB)")
-        else:
-            budget = int(ram * RAM_UTILIZATION - CPU_RESERVE)
-            if dtype == "auto":
-                stored = details.dtype if details.dtype in ("bfloat16", "float16", "float32") else "bfloat16"
-                candidates = ["float32"] + ([stored] if stored != "float32" else [])
-            else:
-                candidates = [dtype]
-            best = None
-            for dt in candidates:
-                wb = weights_bytes(details, dt)
-                kvpt = modelinfo.kv_bytes_per_token(cfg, _dtype_bytes(dt))
-                room = budget - wb
-                length = min(desired, _round_len(room // kvpt)) if room > 0 else 0
-                option = (dt, wb, kvpt, room, length)
-                if length >= desired:
-                    best = option
-                    break
-                if length >= min_len and (best is None or length > best[4]):
-                    best = option
-            if best is not None:
-                dt, wb, kvpt, room, length = best
-                warnings = list(common)
-                for f in failures:
-                    _add(warnings, f)
-                rs = list(reasons)
-                rs.append(f"Transformers on CPU: weights {gib(wb)} in {dt}; RAM {gib(ram)} × {RAM_UTILIZATION:g} − "
-                          f"{gib(CPU_RESERVE)} runtime − weights leaves {gib(room)} for the KV cache")
-                if dt == "float32" and details.dtype in ("bfloat16", "float16"):
-                    rs.append(f"float32 on CPU: {details.dtype} matmuls are slow on most CPUs")
-                if gpus:
-                    _add(warnings, PlanWarning(
-                        CPU_FALLBACK,
-                        "the model does not fit the GPUs, so it runs on CPU with Transformers: expect a few tokens per "
-                        "second at best. Use more GPUs, a shorter context, or a quantized variant to run on GPU.",
-                    ))
-                elif (details.parameters or 0) >= 1_000_000_000:
-                    _add(warnings, PlanWarning(
-                        CPU_FALLBACK,
-                        "no GPU on the target: Transformers on CPU, expect a few tokens per second for a model "
-                        "of this size. A smaller or quantized model answers faster.",
-                    ))
-                if length < desired:
-                    _add(warnings, PlanWarning(
-                        KV_CACHE_LIMITS_CONTEXT,
-                        f"RAM holds a KV cache of {room // kvpt} tokens, less than the context of {desired}: "
-                        f"max_model_len set to {length}. Add RAM or use a shorter --max-model-len.",
-                    ))
-                conc = max(1, min(TRANSFORMERS_MAX_CONCURRENCY, room // (kvpt * length)))
-                return Plan(
-                    engine="transformers", device="cpu", fits=True, dtype=dt, weights_bytes=wb,
-                    kv_bytes_per_token=kvpt, max_model_len=length, max_concurrent_sequences=int(conc),
-                    tensor_parallel_size=1, gpu_memory_utilization=util, reasons=rs, warnings=warnings,
-                    reserve_bytes=CPU_RESERVE, kv_cache_bytes=room, memory_bytes=ram,
-                    **{k: v for k, v in base.items() if k != "gpu_memory_utilization"},
-                )
-            dt = candidates[-1]
-            wb = weights_bytes(details, dt)
-            reasons.append(f"Transformers on CPU: weights {gib(wb)} in {dt} plus {min_len} tokens of KV cache do not "
-                           f"fit in RAM {gib(ram)} × {RAM_UTILIZATION:g} − {gib(CPU_RESERVE)}")
-            _add(failures, PlanWarning(
-                RAM_INSUFFICIENT,
-                f"RAM ({gib(ram)}) is too small for the weights ({gib(wb)} in {dt}) and a {min_len}-token KV cache. "
-                "Use a machine with more RAM, a smaller or quantized model, or a GPU target.",
-            ))
-
-    # --------------------------------------------------------------- no fit
-    if dtype != "auto":
-        dt = dtype
-    else:
-        dt = details.dtype if details.dtype in ("bfloat16", "float16") else "bfloat16"
-    wb = weights_bytes(details, dt)
-    kvpt = modelinfo.kv_bytes_per_token(cfg, _dtype_bytes(dt))
-    warnings = list(common)
-    for f in failures:
-        _add(warnings, f)
-    remedies = "a shorter --max-model-len, more GPUs (--gpu-count), a smaller dtype, or a quantized variant (AWQ/GPTQ)"
-    if engine != "auto":
-        remedies = f"--engine auto, {remedies}"
-    _add(warnings, PlanWarning(DOES_NOT_FIT, f"{details.model} does not fit {profile.summary()} with --engine {engine}. Try {remedies}."))
-    return Plan(
-        engine=None, device=None, fits=False, dtype=dt, weights_bytes=wb, kv_bytes_per_token=kvpt,
-        max_model_len=desired, max_concurrent_sequences=0, tensor_parallel_size=1,
-        reasons=reasons or ["nothing fits"], warnings=warnings, **base,
+def _context(details: Any, profile: HardwareProfile, opts: PlanOptions) -> _Context:
+    util = _checked_utilization(opts)
+    cfg = _config_of(details)
+    notes: list[str] = list(modelinfo.attention_notes(cfg, 2))
+    model_len = cfg.max_position_embeddings
+    if model_len is None:
+        model_len = 2048
+        notes.append("config.json names no context length; assuming 2048")
+    desired = _desired_len(opts.max_model_len, model_len)
+    common = _common_warnings(details)
+    notes.extend(_busy_gpu_notes(profile, util))
+    return _Context(
+        details=details, cfg=cfg, profile=profile, dtype=opts.dtype, engine=opts.engine, util=util,
+        model_len=model_len, desired=desired, min_len=min(MIN_CONTEXT, desired), notes=notes, common=common,
     )
+
+
+# ------------------------------------------------------------- shared figures
+
+
+def _figures(ctx: _Context, dtype: str) -> _Figures:
+    return _Figures(dtype, weights_bytes(ctx.details, dtype), modelinfo.kv_bytes_per_token(ctx.cfg, _dtype_bytes(dtype)))
+
+
+def _concurrency(room: int, per_token: int, length: int, cap: int) -> int:
+    return int(max(1, min(cap, room // (per_token * length))))
+
+
+def _capped_warning(holds: str, tokens: int, desired: int, length: int, remedy: str) -> PlanWarning:
+    return PlanWarning(
+        KV_CACHE_LIMITS_CONTEXT,
+        f"{holds} {tokens} tokens, less than the context of {desired}: max_model_len set to {length}. {remedy}",
+    )
+
+
+def _weights_exceed(fig: _Figures, usable: str) -> PlanWarning:
+    return PlanWarning(
+        WEIGHTS_EXCEED_GPU_MEMORY,
+        f"the weights ({gib(fig.weights)} in {fig.dtype}) exceed the usable GPU memory ({usable}). "
+        "Use more or larger GPUs (--gpu-count), a quantized variant (AWQ/GPTQ/FP8), or a smaller model.",
+    )
+
+
+# ----------------------------------------------------------------------- vLLM
+
+
+@dataclass(frozen=True)
+class _TpChoice:
+    tp: int
+    length: int
+    room: int  # KV-cache room over all TP ranks
+    per_token: int  # KV bytes per token with KV heads replicated over TP
+    capped: bool
+
+
+def _tp_sizes(cfg: modelinfo.ModelConfig, gpu_count: int) -> list[int]:
+    return [tp for tp in (1, 2, 4, 8, 16, 32, 64) if tp <= gpu_count and cfg.num_attention_heads % tp == 0]
+
+
+def _tp_per_token(cfg: modelinfo.ModelConfig, kv_per_token: int, tp: int) -> int:
+    # vLLM replicates KV heads when TP exceeds them: each GPU keeps at least one.
+    nkv = cfg.num_key_value_heads
+    return kv_per_token * -(-tp // nkv) if tp > nkv else kv_per_token
+
+
+def _tp_room(mem: int, util: float, fig: _Figures, reserve: int, tp: int) -> int:
+    return int((mem * util - fig.weights / tp - reserve) * tp)
+
+
+def _choose_tp(ctx: _Context, fig: _Figures, reserve: int, mem: int, tps: list[int]) -> _TpChoice | None:
+    """The smallest TP that holds the full context, else the largest with a capped one."""
+    for tp in tps:
+        room = _tp_room(mem, ctx.util, fig, reserve, tp)
+        k = _tp_per_token(ctx.cfg, fig.kv_per_token, tp)
+        if room > 0 and room // k >= ctx.desired:
+            return _TpChoice(tp, ctx.desired, room, k, capped=False)
+    if not tps:
+        return None
+    tp = tps[-1]
+    room = _tp_room(mem, ctx.util, fig, reserve, tp)
+    k = _tp_per_token(ctx.cfg, fig.kv_per_token, tp)
+    length = _round_len(room // k) if room > 0 else 0
+    if length < ctx.min_len:
+        return None
+    return _TpChoice(tp, min(length, ctx.desired), room, k, capped=True)
+
+
+def _try_vllm(ctx: _Context) -> _Outcome | None:
+    gpus = ctx.profile.gpus
+    if not gpus:
+        if ctx.engine == "vllm":
+            ctx.reasons.append("vLLM needs an NVIDIA GPU and the target has none")
+        return None
+    if ctx.engine not in ("auto", "vllm"):
+        return None
+    cc = min(g.cc for g in gpus)
+    if cc < VLLM_MIN_CC:
+        ctx.reasons.append(f"vLLM needs compute capability ≥ {VLLM_MIN_CC}; the GPU has {cc:.1f}")
+        return None
+    dt, dt_warn = _gpu_dtype(ctx.dtype, ctx.details.dtype, cc)
+    fig, reserve = _figures(ctx, dt), reserve_bytes(ctx.cfg, dt)
+    mem = min(g.memory_total for g in gpus)
+    tps = _tp_sizes(ctx.cfg, len(gpus))
+    choice = _choose_tp(ctx, fig, reserve, mem, tps)
+    if choice is None:
+        _vllm_failure(ctx, fig, reserve, mem, tps[-1] if tps else 1)
+        return None
+    return _vllm_outcome(ctx, fig, reserve, mem, cc, choice, dt_warn)
+
+
+def _vllm_outcome(ctx: _Context, fig: _Figures, reserve: int, mem: int, cc: float, choice: _TpChoice,
+                  dt_warn: PlanWarning | None) -> _Outcome:
+    tp, room, k, kvpt = choice.tp, choice.room, choice.per_token, fig.kv_per_token
+    reasons = [*ctx.reasons, f"{ctx.profile.summary()}: compute capability {cc:.1f} ≥ {VLLM_MIN_CC} → vLLM"]
+    if tp > 1:
+        reasons.append(f"one GPU is not enough: tensor parallel {tp} (the smallest power of two that divides "
+                       f"{ctx.cfg.num_attention_heads} attention heads and fits)")
+    reasons.append(f"weights {gib(fig.weights)} in {fig.dtype}; per GPU {gib(mem)} × {ctx.util:g} − "
+                   f"{gib(fig.weights / tp)} weights − {gib(reserve)} reserve leaves {gib(room / tp)} for the KV cache")
+    replicated = f" ({k} with KV heads replicated over TP {tp})" if k != kvpt else ""
+    reasons.append(f"KV cache {kvpt} bytes/token{replicated} → room for {room // k} tokens")
+    capped = None
+    if choice.capped:
+        capped = _capped_warning(
+            "the KV cache holds", room // k, ctx.desired, choice.length,
+            "For the full context use more GPUs, a shorter --max-model-len, or a quantized variant.",
+        )
+    if cc < 7.5:
+        ctx.notes.append("recent vLLM releases need compute capability ≥ 7.5: check that the vLLM in the "
+                         f"engine image still supports this {cc:.1f} GPU")
+    return _Outcome(
+        "vllm", "cuda", fig, choice.length, _concurrency(room, k, choice.length, MAX_NUM_SEQS), tp, reasons,
+        ctx.warnings(dt_warn, capped), reserve=reserve, kv_room=room, memory=mem,
+    )
+
+
+def _vllm_failure(ctx: _Context, fig: _Figures, reserve: int, mem: int, max_tp: int) -> None:
+    n = len(ctx.profile.gpus)
+    if fig.weights + reserve * max_tp > mem * ctx.util * max_tp:
+        ctx.reasons.append(f"vLLM: weights {gib(fig.weights)} do not fit in {n} × {gib(mem)} × {ctx.util:g}")
+        _add(ctx.failures, _weights_exceed(fig, f"{n} × {gib(mem)} × {ctx.util:g}"))
+    else:
+        ctx.reasons.append(f"vLLM: after the weights the KV cache holds fewer than {ctx.min_len} tokens")
+
+
+# ------------------------------------------------------------ Transformers
+
+
+def _try_transformers_gpu(ctx: _Context) -> _Outcome | None:
+    gpus = ctx.profile.gpus
+    if not gpus or ctx.engine not in ("auto", "transformers"):
+        return None
+    cc, mem = gpus[0].cc, gpus[0].memory_total
+    dt, dt_warn = _gpu_dtype(ctx.dtype, ctx.details.dtype, cc)
+    fig, reserve = _figures(ctx, dt), reserve_bytes(ctx.cfg, dt)
+    kvpt = fig.kv_per_token
+    room = int(mem * ctx.util - fig.weights - reserve)
+    length = min(ctx.desired, _round_len(room // kvpt)) if room > 0 else 0
+    if length < ctx.min_len:
+        if fig.weights > mem * ctx.util:
+            ctx.reasons.append(f"Transformers on GPU: weights {gib(fig.weights)} do not fit in one GPU "
+                               f"({gib(mem)} × {ctx.util:g})")
+            _add(ctx.failures, _weights_exceed(fig, f"{gib(mem)} × {ctx.util:g}"))
+        else:
+            ctx.reasons.append(f"Transformers on GPU: after the weights fewer than {ctx.min_len} tokens of KV cache fit")
+        return None
+    reasons = [*ctx.reasons, f"Transformers on GPU 0: weights {gib(fig.weights)} in {dt}; {gib(mem)} × {ctx.util:g} − "
+                             f"weights − {gib(reserve)} reserve leaves {gib(room)} for the KV cache"]
+    capped = None
+    if length < ctx.desired:
+        capped = _capped_warning("the KV cache holds", room // kvpt, ctx.desired, length,
+                                 "Use a larger GPU or a shorter --max-model-len.")
+    return _Outcome(
+        "transformers", "cuda", fig, length, _concurrency(room, kvpt, length, TRANSFORMERS_MAX_CONCURRENCY), 1,
+        reasons, ctx.warnings(dt_warn, capped), reserve=reserve, kv_room=room, memory=mem,
+    )
+
+
+def _cpu_dtypes(ctx: _Context) -> list[str]:
+    """auto: float32 first (fast on CPUs), then the stored half dtype when float32 does not fit."""
+    if ctx.dtype != "auto":
+        return [ctx.dtype]
+    stored = ctx.details.dtype if ctx.details.dtype in ("bfloat16", "float16", "float32") else "bfloat16"
+    return ["float32"] + ([stored] if stored != "float32" else [])
+
+
+def _best_cpu_option(ctx: _Context, budget: int) -> tuple[_Figures, int, int] | None:
+    """(figures, KV room, length) of the first dtype that holds the full context, else the longest one."""
+    best = None
+    for dt in _cpu_dtypes(ctx):
+        fig = _figures(ctx, dt)
+        room = budget - fig.weights
+        length = min(ctx.desired, _round_len(room // fig.kv_per_token)) if room > 0 else 0
+        if length >= ctx.desired:
+            return fig, room, length
+        if length >= ctx.min_len and (best is None or length > best[2]):
+            best = (fig, room, length)
+    return best
+
+
+def _try_transformers_cpu(ctx: _Context) -> _Outcome | None:
+    if ctx.engine not in ("auto", "transformers"):
+        return None
+    ram = ctx.profile.ram_total
+    if not ram:
+        ctx.reasons.append("the target's RAM is unknown (pass --ram GiB)")
+        return None
+    best = _best_cpu_option(ctx, int(ram * RAM_UTILIZATION - CPU_RESERVE))
+    if best is not None:
+        return _cpu_outcome(ctx, ram, *best)
+    dt = _cpu_dtypes(ctx)[-1]
+    wb = weights_bytes(ctx.details, dt)
+    ctx.reasons.append(f"Transformers on CPU: weights {gib(wb)} in {dt} plus {ctx.min_len} tokens of KV cache do not "
+                       f"fit in RAM {gib(ram)} × {RAM_UTILIZATION:g} − {gib(CPU_RESERVE)}")
+    _add(ctx.failures, PlanWarning(
+        RAM_INSUFFICIENT,
+        f"RAM ({gib(ram)}) is too small for the weights ({gib(wb)} in {dt}) and a {ctx.min_len}-token KV cache. "
+        "Use a machine with more RAM, a smaller or quantized model, or a GPU target.",
+    ))
+    return None
+
+
+def _cpu_fallback_warning(ctx: _Context) -> PlanWarning | None:
+    if ctx.profile.gpus:
+        return PlanWarning(
+            CPU_FALLBACK,
+            "the model does not fit the GPUs, so it runs on CPU with Transformers: expect a few tokens per "
+            "second at best. Use more GPUs, a shorter context, or a quantized variant to run on GPU.",
+        )
+    if (ctx.details.parameters or 0) >= 1_000_000_000:
+        return PlanWarning(
+            CPU_FALLBACK,
+            "no GPU on the target: Transformers on CPU, expect a few tokens per second for a model "
+            "of this size. A smaller or quantized model answers faster.",
+        )
+    return None
+
+
+def _cpu_outcome(ctx: _Context, ram: int, fig: _Figures, room: int, length: int) -> _Outcome:
+    dt, kvpt = fig.dtype, fig.kv_per_token
+    reasons = [*ctx.reasons, f"Transformers on CPU: weights {gib(fig.weights)} in {dt}; RAM {gib(ram)} × "
+                             f"{RAM_UTILIZATION:g} − {gib(CPU_RESERVE)} runtime − weights leaves {gib(room)} for the KV cache"]
+    if dt == "float32" and ctx.details.dtype in ("bfloat16", "float16"):
+        reasons.append(f"float32 on CPU: {ctx.details.dtype} matmuls are slow on most CPUs")
+    capped = None
+    if length < ctx.desired:
+        capped = _capped_warning("RAM holds a KV cache of", room // kvpt, ctx.desired, length,
+                                 "Add RAM or use a shorter --max-model-len.")
+    return _Outcome(
+        "transformers", "cpu", fig, length, _concurrency(room, kvpt, length, TRANSFORMERS_MAX_CONCURRENCY), 1,
+        reasons, ctx.warnings(_cpu_fallback_warning(ctx), capped, failures=True),
+        reserve=CPU_RESERVE, kv_room=room, memory=ram,
+    )
+
+
+# --------------------------------------------------------------- the decision
+
+
+def _does_not_fit(ctx: _Context) -> _Outcome:
+    fig = _figures(ctx, _auto_gpu_dtype(ctx.dtype, ctx.details.dtype))
+    remedies = "a shorter --max-model-len, more GPUs (--gpu-count), a smaller dtype, or a quantized variant (AWQ/GPTQ)"
+    if ctx.engine != "auto":
+        remedies = f"--engine auto, {remedies}"
+    verdict = PlanWarning(
+        DOES_NOT_FIT,
+        f"{ctx.details.model} does not fit {ctx.profile.summary()} with --engine {ctx.engine}. Try {remedies}.",
+    )
+    return _Outcome(None, None, fig, ctx.desired, 0, 1, ctx.reasons or ["nothing fits"],
+                    ctx.warnings(verdict, failures=True))
+
+
+CANDIDATES = (_try_vllm, _try_transformers_gpu, _try_transformers_cpu)  # in order of preference
+
+
+def _decide(ctx: _Context) -> _Outcome:
+    for candidate in CANDIDATES:
+        outcome = candidate(ctx)
+        if outcome is not None:
+            return outcome
+    return _does_not_fit(ctx)
+
+
+def _build_plan(ctx: _Context, out: _Outcome) -> Plan:
+    """The one place a :class:`Plan` is made."""
+    d = ctx.details
+    return Plan(
+        model=d.model, engine=out.engine, device=out.device, fits=out.engine is not None, dtype=out.figures.dtype,
+        weights_bytes=out.figures.weights, kv_bytes_per_token=out.figures.kv_per_token,
+        max_model_len=out.max_model_len, max_concurrent_sequences=out.concurrency,
+        tensor_parallel_size=out.tensor_parallel_size, gpu_memory_utilization=ctx.util,
+        reasons=out.reasons, warnings=out.warnings, model_max_model_len=ctx.model_len,
+        reserve_bytes=out.reserve, kv_cache_bytes=out.kv_room, memory_bytes=out.memory,
+        trust_remote_code=d.trust_remote_code, parameters=d.parameters, weight_format=d.weight_format,
+        revision=d.revision, source=d.source, target=ctx.profile.summary(), notes=ctx.notes,
+    )
+
+
+def make_plan(
+    model: Any,
+    profile: HardwareProfile,
+    options: PlanOptions | None = None,
+    *,
+    max_model_len: int | None = None,
+    dtype: str = "auto",
+    gpu_memory_utilization: float = 0.9,
+    engine: str = "auto",
+    revision: str | None = None,
+) -> Plan:
+    """Plan ``model`` (a :class:`discovery.ModelDetails`, a local folder or a hub id)
+    on ``profile``, with ``options`` or the same choices as keywords. Bad arguments
+    raise :class:`UsageError` naming the flag."""
+    keywords = PlanOptions(max_model_len, dtype, gpu_memory_utilization, engine, revision)
+    if options is None:
+        options = keywords
+    elif keywords != PlanOptions():
+        raise TypeError("make_plan: pass the choices either as PlanOptions or as keywords, not both")
+    details = _details_of(model, options.revision)
+    ctx = _context(details, profile, options)
+    return _build_plan(ctx, _decide(ctx))
 
 
 # ------------------------------------------------------------------- rendering
@@ -495,19 +672,25 @@ def plan_rows(plan: Plan) -> list[tuple[str, str]]:
     return rows
 
 
+def plan_sections(plan: Plan) -> list[tuple[str, list[str]]]:
+    """The reasons, notes and warnings as (heading, lines), empty ones left out: what the
+    CLI text, the rich rendering and the TUI show under the table."""
+    sections = [
+        ("why:", [f"  - {r}" for r in plan.reasons]),
+        ("notes:", [f"  - {n}" for n in plan.notes]),
+        ("warnings:", [f"  ! {w.code}: {w.message}" for w in plan.warnings]),
+    ]
+    return [(heading, lines) for heading, lines in sections if lines]
+
+
 def format_plan_text(plan: Plan) -> str:
     """Plain text: the table, then reasons, notes and warnings."""
     rows = plan_rows(plan)
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
-    if plan.reasons:
-        lines.append("")
-        lines.append("why:")
-        lines.extend(f"  - {r}" for r in plan.reasons)
-    if plan.notes:
-        lines.append("notes:")
-        lines.extend(f"  - {n}" for n in plan.notes)
-    if plan.warnings:
-        lines.append("warnings:")
-        lines.extend(f"  ! {w.code}: {w.message}" for w in plan.warnings)
+    for heading, section in plan_sections(plan):
+        if heading == "why:":
+            lines.append("")
+        lines.append(heading)
+        lines.extend(section)
     return "\n".join(lines)

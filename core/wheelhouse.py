@@ -42,7 +42,7 @@ _NAME_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
 def server_requirements_file() -> Path:
-    """``images/server/requirements.txt`` (issue 4 owns it)."""
+    """``images/server/requirements.txt``."""
     from ezrunner import images
 
     return Path(images.__file__).resolve().parent / "server" / "requirements.txt"
@@ -124,6 +124,66 @@ def wheelhouse_key(requirements: list[str], python_version: str, platform: str) 
     return h.hexdigest()[:16]
 
 
+def _pip_platforms(platform: str) -> list[str]:
+    """manylinux_2_28 wheels also need the older tags accepted (pure and 2014/2_17 wheels)."""
+    plats = [platform]
+    m = re.match(r"manylinux_(\d+)_(\d+)_(\w+)$", platform)
+    if m:
+        arch = m.group(3)
+        plats += [f"manylinux_2_{minor}_{arch}" for minor in range(int(m.group(2)) - 1, 16, -1)]
+        plats += [f"manylinux2014_{arch}", f"linux_{arch}"]
+    return plats
+
+
+def _pip_download_argv(folder: Path, python_version: str, platform: str) -> list[str]:
+    cmd = [
+        sys.executable, "-m", "pip", "download",
+        "--disable-pip-version-check", "--progress-bar", "off",
+        "--only-binary=:all:",
+        "--python-version", python_version,
+        "--implementation", "cp",
+        "--abi", "cp" + python_version.replace(".", ""),
+        "--abi", "abi3", "--abi", "none",
+    ]
+    for p in _pip_platforms(platform):
+        cmd += ["--platform", p]
+    return cmd + ["-d", str(folder), "-r", str(folder / "requirements.txt")]
+
+
+def _run_pip(cmd: list[str]) -> Iterator[Event]:
+    """Run pip, yielding its output as log lines; a failure raises with pip's last line."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        tail = (tail + [line])[-20:]
+        yield LogLines("build", lines=(line,))
+    if proc.wait() != 0:
+        last = next((t for t in reversed(tail) if t.strip()), "pip download failed")
+        raise EzError(
+            f"could not download the image's Python wheels: {last.strip()[:300]}",
+            hint="pip needs PyPI (or a mirror / --find-links in pip.conf) while packing; the target needs none",
+        )
+
+
+def _download(dest: Path, reqs: list[str], python_version: str, platform: str) -> Iterator[Event]:
+    """Download into a temporary folder beside ``dest``, then rename it into place."""
+    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        (tmp / "requirements.txt").write_text("\n".join(reqs) + "\n", encoding="utf-8")
+        yield from _run_pip(_pip_download_argv(tmp, python_version, platform))
+        (tmp / ".complete").write_text("ok\n")
+        if dest.exists():
+            shutil.rmtree(dest, ignore_errors=True)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def ensure_wheelhouse(
     requirements: list[str] | None = None,
     *,
@@ -139,58 +199,14 @@ def ensure_wheelhouse(
     and renames it into place when pip succeeds.
     """
     reqs = pinned_requirements(requirements if requirements is not None else server_requirements(), device=device)
-    key = wheelhouse_key(reqs, python_version, platform)
     base = root or (locations.home() / "wheelhouse")
-    dest = base / key
+    dest = base / wheelhouse_key(reqs, python_version, platform)
+    wheelhouse = Wheelhouse(dest, tuple(reqs), python_version, platform)
     if (dest / ".complete").is_file():
-        yield Wheelhouse(dest, tuple(reqs), python_version, platform)
+        yield wheelhouse
         return
     yield PhaseStarted("build", label=f"downloading Python wheels for the image (Python {python_version}, {platform})")
     base.mkdir(parents=True, exist_ok=True)
-    tmp = base / f".{key}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        (tmp / "requirements.txt").write_text("\n".join(reqs) + "\n", encoding="utf-8")
-        # manylinux_2_28 wheels also need the older tags accepted (pure and 2014/2_17 wheels).
-        plats = [platform]
-        m = re.match(r"manylinux_(\d+)_(\d+)_(\w+)$", platform)
-        if m:
-            arch = m.group(3)
-            plats += [f"manylinux_2_{minor}_{arch}" for minor in range(int(m.group(2)) - 1, 16, -1)]
-            plats += [f"manylinux2014_{arch}", f"linux_{arch}"]
-        cmd = [
-            sys.executable, "-m", "pip", "download",
-            "--disable-pip-version-check", "--progress-bar", "off",
-            "--only-binary=:all:",
-            "--python-version", python_version,
-            "--implementation", "cp",
-            "--abi", "cp" + python_version.replace(".", ""),
-            "--abi", "abi3", "--abi", "none",
-        ]
-        for p in plats:
-            cmd += ["--platform", p]
-        cmd += ["-d", str(tmp), "-r", str(tmp / "requirements.txt")]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        tail: list[str] = []
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip()
-            tail = (tail + [line])[-20:]
-            yield LogLines("build", lines=(line,))
-        rc = proc.wait()
-        if rc != 0:
-            last = next((t for t in reversed(tail) if t.strip()), "pip download failed")
-            raise EzError(
-                f"could not download the image's Python wheels: {last.strip()[:300]}",
-                hint="pip needs PyPI (or a mirror / --find-links in pip.conf) while packing; the target needs none",
-            )
-        (tmp / ".complete").write_text("ok\n")
-        if dest.exists():
-            shutil.rmtree(dest, ignore_errors=True)
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    yield from _download(dest, reqs, python_version, platform)
     yield PhaseFinished("build", detail=f"wheelhouse ready: {dest}")
-    yield Wheelhouse(dest, tuple(reqs), python_version, platform)
+    yield wheelhouse

@@ -72,3 +72,46 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
 
 def test_small_preset_is_at_least_30m_parameters():
     assert PRESETS["small"].parameter_count() >= 30_000_000
+
+
+# sha256 prefixes recorded at 67b4606, before write_demo_model was split. tokenizer.json is left
+# out: its bytes follow the installed `tokenizers` release, not this code.
+DEMO_FILES = {
+    (): {
+        "README.md": "42ef2e8bb08ecba0", "config.json": "84de70870a4e9d72", "generation_config.json": "559e1548aa2f65ce",
+        "model.safetensors": "a6831182405f6e60", "special_tokens_map.json": "d83c217698e495a3",
+        "tokenizer_config.json": "8ea197742b3a75a2",
+    },
+    (("dtype", "float32"), ("num_hidden_layers", 1)): {
+        "README.md": "1c1c72d478769eda", "config.json": "6b657fc33dcac340", "generation_config.json": "559e1548aa2f65ce",
+        "model.safetensors": "d0a252b304217d8f", "special_tokens_map.json": "d83c217698e495a3",
+        "tokenizer_config.json": "8ea197742b3a75a2",
+    },
+}
+
+
+@pytest.mark.parametrize("overrides", list(DEMO_FILES), ids=["tiny", "tiny-fp32-1-layer"])
+def test_demo_model_files_are_unchanged(tmp_path, overrides):
+    import hashlib
+    import os
+
+    path = write_demo_model(tmp_path / "m", **dict(overrides))
+    got = {f.name: hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in path.iterdir() if f.name != "tokenizer.json"}
+    assert got == DEMO_FILES[overrides]
+    assert os.stat(path).st_mode & 0o777 == 0o755
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_bad_demo_model_arguments(tmp_path):
+    with pytest.raises(UsageError, match="unknown demo model preset 'huge'"):
+        write_demo_model(tmp_path / "a", preset="huge")
+    with pytest.raises(UsageError, match="unsupported dtype 'int8'"):
+        write_demo_model(tmp_path / "b", dtype="int8")
+    with pytest.raises(UsageError, match="hidden_size must divide"):
+        write_demo_model(tmp_path / "c", num_key_value_heads=3)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="already exists and is not empty"):
+        write_demo_model(tmp_path / "file")
+    (tmp_path / "empty").mkdir()
+    assert write_demo_model(tmp_path / "empty") == tmp_path / "empty"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file"]

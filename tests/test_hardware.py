@@ -207,3 +207,63 @@ def test_cli_bad_flags_name_the_flag(tiny_model_dir):
     assert p.returncode == 2 and "--cpu-only" in p.stderr
     p = _run("plan", str(tiny_model_dir), "--target", "x.json", "--gpu", "t4")
     assert p.returncode == 2 and "--target" in p.stderr
+
+
+# Messages recorded from the code at 67b4606, before profile_from_dict became field validators.
+_G = {"memory_total": 1024, "compute_capability": "8.0"}
+PROFILE_ERRORS = [
+    ([], "field '(top level)' must be a JSON object"),
+    ({"format": "x/2"}, "field 'format' is 'x/2', expected 'ezrunner-profile/1'"),
+    ({"gpus": {}}, "field 'gpus' must be a list"),
+    ({"gpus": [3]}, "field 'gpus[0]' must be an object"),
+    ({"gpus": [{"compute_capability": "8.0"}]}, "field 'gpus[0].memory_total' is required (bytes, more than 0)"),
+    ({"gpus": [{**_G, "memory_total": 0}]}, "field 'gpus[0].memory_total' is required (bytes, more than 0)"),
+    ({"gpus": [{**_G, "memory_total": -1}]},
+     "field 'gpus[0].memory_total' must be a non-negative integer (bytes or count), got -1"),
+    ({"gpus": [{**_G, "memory_total": True}]},
+     "field 'gpus[0].memory_total' must be a non-negative integer (bytes or count), got True"),
+    ({"gpus": [{"memory_total": 1024}]}, "field 'gpus[0].compute_capability' is required (\"X.Y\")"),
+    ({"gpus": [{**_G, "compute_capability": 8.0}]},
+     "field 'gpus[0].compute_capability' must be \"X.Y\" such as \"8.0\", got 8.0"),
+    ({"gpus": [_G, {**_G, "compute_capability": "8"}]},
+     "field 'gpus[1].compute_capability' must be \"X.Y\" such as \"8.0\", got '8'"),
+    ({"gpus": [{**_G, "index": "0"}]}, "field 'gpus[0].index' must be an integer, got '0'"),
+    ({"gpus": [{**_G, "index": False}]}, "field 'gpus[0].index' must be an integer, got False"),
+    ({"gpus": [{**_G, "name": 3}]}, "field 'gpus[0].name' must be a string, got 3"),
+    ({"gpus": [{**_G, "uuid": 3}]}, "field 'gpus[0].uuid' must be a string, got 3"),
+    ({"gpus": [{**_G, "memory_free": "1"}]},
+     "field 'gpus[0].memory_free' must be a non-negative integer (bytes or count), got '1'"),
+    ({"notes": "x"}, "field 'notes' must be a list of strings"),
+    ({"notes": [1], "ram_total": -1}, "field 'notes' must be a list of strings"),
+    ({"ram_total": 1.5}, "field 'ram_total' must be a non-negative integer (bytes or count), got 1.5"),
+    ({"cpu_logical": -1}, "field 'cpu_logical' must be a non-negative integer (bytes or count), got -1"),
+    ({"cpu_physical": "8"}, "field 'cpu_physical' must be a non-negative integer (bytes or count), got '8'"),
+    ({"ram_available": None, "disk_free": -3}, "field 'disk_free' must be a non-negative integer (bytes or count), got -3"),
+    ({"driver_version": 550, "ram_total": -1}, "field 'driver_version' must be a string, got 550"),
+    ({"cuda_driver_version": 12.4}, "field 'cuda_driver_version' must be a string, got 12.4"),
+    ({"disk_path": 1}, "field 'disk_path' must be a string, got 1"),
+    ({"hostname": []}, "field 'hostname' must be a string, got []"),
+    ({"source": 1}, "field 'source' must be a string, got 1"),
+    ({"created": 1}, "field 'created' must be a string, got 1"),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), PROFILE_ERRORS, ids=[m.split("'")[1] for _, m in PROFILE_ERRORS])
+def test_profile_from_dict_errors_are_unchanged(data, message):
+    with pytest.raises(UsageError) as e:
+        hardware.profile_from_dict(data, where="p.json")
+    assert e.value.message == f"p.json: {message}"
+    assert e.value.hint == "write the file with `ezrunner probe -o FILE` on the target"
+
+
+def test_profile_from_dict_defaults():
+    data = {"gpus": [_G, {"memory_total": 2048, "compute_capability": "7.5", "index": 5, "name": "X", "uuid": "u",
+                          "memory_free": 0}], "ram_total": 0, "notes": ["a"], "source": ""}
+    prof = hardware.profile_from_dict(data)
+    assert prof.gpus == [hardware.GpuInfo(0, "GPU", 1024, "8.0"), hardware.GpuInfo(5, "X", 2048, "7.5", "u", 0)]
+    assert (prof.ram_total, prof.notes, prof.source, prof.hostname) == (0, ["a"], "file", None)
+    assert hardware.profile_from_dict({}).to_dict() == {
+        "format": "ezrunner-profile/1", "gpus": [], "driver_version": None, "cuda_driver_version": None,
+        "cpu_logical": None, "cpu_physical": None, "ram_total": None, "ram_available": None, "disk_path": None,
+        "disk_free": None, "hostname": None, "source": "file", "notes": [], "created": None,
+    }

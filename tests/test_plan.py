@@ -110,6 +110,13 @@ def test_missing_required_key_is_named(key):
     assert repr(key) in e.value.message and "x/config.json" in e.value.message
 
 
+def test_integer_valued_floats_are_integers_and_still_checked():
+    data = json.loads((CONFIGS / "llama-3.1-8b.json").read_text())
+    assert modelinfo.parse_config({**data, "hidden_size": 4096.0}).hidden_size == 4096
+    with pytest.raises(UsageError, match="'num_attention_heads' must be positive, got 0"):
+        modelinfo.parse_config({**data, "num_attention_heads": 0.0})
+
+
 # ------------------------------------------------------------------ targets
 
 T4 = hardware.preset_profile("T4", 1, ram_gib=64)
@@ -332,3 +339,17 @@ def test_busy_gpu_in_a_probed_profile_gets_a_note():
     p = make_plan(details("qwen2.5-0.5b"), busy)
     assert any("GPU 0 had only 3.0 GiB free" in n for n in p.notes)
     assert not any("free when probed" in n for n in make_plan(details("qwen2.5-0.5b"), A10).notes)
+
+
+def test_plan_options_and_keywords_give_the_same_plan():
+    from ezrunner.core.plan import PlanOptions
+
+    opts = PlanOptions(max_model_len=8192, dtype="float16", gpu_memory_utilization=0.8, engine="vllm")
+    by_options = make_plan(details("llama-3.1-8b"), A10, opts)
+    by_keywords = make_plan(details("llama-3.1-8b"), A10, max_model_len=8192, dtype="float16",
+                            gpu_memory_utilization=0.8, engine="vllm")
+    assert by_options.to_dict() == by_keywords.to_dict()
+    with pytest.raises(TypeError, match="not both"):
+        make_plan(details("llama-3.1-8b"), A10, opts, dtype="float16")
+    with pytest.raises(UsageError, match="--dtype"):
+        make_plan(details("llama-3.1-8b"), A10, PlanOptions(dtype="int3"))

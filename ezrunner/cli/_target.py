@@ -90,5 +90,5 @@ def profile_from_args(args: argparse.Namespace, *, probe_path: str = "."):
                                        compute_capability=cc, ram_gib=ram)
     prof = hardware.probe(probe_path)
     if ram is not None:
-        hardware._apply_ram(prof, ram)  # noqa: SLF001 - same package, explicit override
+        hardware.apply_ram(prof, ram)
     return prof

@@ -34,12 +34,13 @@ def _run(args: argparse.Namespace) -> int:
 
     from ezrunner.cli._target import profile_from_args
     from ezrunner.core import discovery
-    from ezrunner.core.plan import make_plan
+    from ezrunner.core.plan import PlanOptions, make_plan
 
     profile = profile_from_args(args)
     details = discovery.model_details(args.model, args.revision, source=args.source)
-    plan = make_plan(details, profile, max_model_len=args.max_model_len, dtype=args.dtype,
-                     gpu_memory_utilization=args.gpu_memory_utilization, engine=args.engine)
+    options = PlanOptions(max_model_len=args.max_model_len, dtype=args.dtype,
+                          gpu_memory_utilization=args.gpu_memory_utilization, engine=args.engine)
+    plan = make_plan(details, profile, options)
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))
     else:
@@ -48,12 +49,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def plan_renderable(plan):
-    """The plan as a rich renderable (table + reasons + warnings), for the CLI and the TUI."""
+    """The plan as a rich renderable: the table, then reasons, notes and warnings."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
-    from ezrunner.core.plan import plan_rows
+    from ezrunner.core.plan import plan_rows, plan_sections
 
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
@@ -62,15 +63,10 @@ def plan_renderable(plan):
         style = "red bold" if (k == "fits" and v == "NO") else None
         table.add_row(k, Text(v, style=style or ""))
     parts = [table]
-    if plan.reasons:
-        parts.append(Text("\nwhy:", style="bold"))
-        parts.extend(Text(f"  - {r}") for r in plan.reasons)
-    if plan.notes:
-        parts.append(Text("notes:", style="bold"))
-        parts.extend(Text(f"  - {n}") for n in plan.notes)
-    if plan.warnings:
-        parts.append(Text("warnings:", style="bold yellow"))
-        parts.extend(Text(f"  ! {w.code}: {w.message}", style="yellow") for w in plan.warnings)
+    for heading, lines in plan_sections(plan):
+        warn = heading == "warnings:"
+        parts.append(Text("\nwhy:" if heading == "why:" else heading, style="bold yellow" if warn else "bold"))
+        parts.extend(Text(line, style="yellow") if warn else Text(line) for line in lines)
     return Group(*parts)
 
 
