@@ -10,7 +10,7 @@ import socket
 import pytest
 from ezrunner.core.bundle.format import BundleError
 from ezrunner.core.errors import EzError, UsageError
-from ezrunner.core.runner import (
+from ezrunner.core.run import (
     BundleLabels,
     LineAssembler,
     default_name,
