@@ -10,9 +10,10 @@ import time
 
 import pytest
 from conftest import EZRUNNER
-from ezrunner.core import runner
+from ezrunner.core import docker_api, run
 from ezrunner.core.errors import EzError
 from ezrunner.core.events import BytesProgress, LogLines, Notice, PhaseFinished, StepProgress
+from ezrunner.core.run import RunLabels, RunOptions, StartOptions
 from support_run import MINI_CRASH_TAG, MINI_TAG, remove_containers, remove_image, uniq
 
 
@@ -36,14 +37,14 @@ def _ezrunner(*args, timeout=300):
 def test_verify_load_skip_start_ready_ps_logs_stop(docker_engine, mini_bundle, names):
     remove_image(docker_engine, MINI_TAG)
     events = []
-    source, info = runner.verify_bundle(mini_bundle, events.append)
-    image = runner.load_bundle(docker_engine, source, info, events.append)
+    source, info = run.verify_bundle(mini_bundle, events.append)
+    image = run.load_bundle(docker_engine, source, info, events.append)
     assert image.id == info.image_id and MINI_TAG in image.tags
     fed = [e for e in events if isinstance(e, BytesProgress) and e.phase == "load" and e.item == "mini.tar"]
     assert fed and fed[-1].done == source.size
     # A second load of the same bundle is skipped (no second copy on disk).
     events.clear()
-    again = runner.load_bundle(docker_engine, source, info, events.append)
+    again = run.load_bundle(docker_engine, source, info, events.append)
     assert again.id == image.id
     assert any(isinstance(e, Notice) and "already loaded" in e.message for e in events)
     assert not [e for e in events if isinstance(e, BytesProgress)]
@@ -52,14 +53,14 @@ def test_verify_load_skip_start_ready_ps_logs_stop(docker_engine, mini_bundle, n
     name = uniq("ez-test-run-mini")
     names.append(name)
     events.clear()
-    running = runner.start(docker_engine, image, name=name, port=port, api_key="s3cret", on_event=events.append)
+    running = run.start(docker_engine, image, StartOptions(name=name, port=port, api_key="s3cret"), on_event=events.append)
     attrs = running.container.attrs
     assert attrs["HostConfig"]["RestartPolicy"]["Name"] == "no"  # until it has come up once
     assert attrs["HostConfig"]["PortBindings"] == {"8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
     assert "EZRUNNER_API_KEY=s3cret" in attrs["Config"]["Env"]
     assert attrs["Config"]["Cmd"] == ["python3", "/opt/mini/server.py"]  # the image's CMD, nothing passed
     assert not attrs["HostConfig"].get("DeviceRequests")
-    ready = runner.wait_ready(docker_engine, running, timeout=60, on_event=events.append, poll=0.3)
+    ready = run.wait_ready(docker_engine, running, timeout=60, on_event=events.append, poll=0.3)
     assert ready.base_url == f"http://127.0.0.1:{port}/v1" and ready.model == "mini"
     running.container.reload()
     assert running.container.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
@@ -70,20 +71,20 @@ def test_verify_load_skip_start_ready_ps_logs_stop(docker_engine, mini_bundle, n
 
     # A second run of the same name says where it runs.
     with pytest.raises(EzError, match=rf"{name} is already running \(running\) at http://127.0.0.1:{port}/v1"):
-        runner.start(docker_engine, image, name=name, port=_free_port())
+        run.start(docker_engine, image, StartOptions(name=name, port=_free_port()))
     # The same port for another name: said before starting anything.
     with pytest.raises(EzError, match=rf"port {port} on 127.0.0.1 is already in use"):
-        runner.start(docker_engine, image, name=uniq("ez-test-run-other"), port=port)
-    assert runner._get_container(docker_engine, uniq("ez-test-run-other")) is None
+        run.start(docker_engine, image, StartOptions(name=uniq("ez-test-run-other"), port=port))
+    assert docker_api.container_or_none(docker_engine, uniq("ez-test-run-other")) is None
 
-    rows = [r for r in runner.ps(docker_engine) if r.name == name]
+    rows = [r for r in run.ps(docker_engine) if r.name == name]
     assert len(rows) == 1 and rows[0].served_model_name == "mini" and rows[0].engine == "transformers"
     assert rows[0].port == str(port) and rows[0].state.startswith("running") and rows[0].uptime_s is not None
 
     proc = _ezrunner("ps")
     assert proc.returncode == 0 and name in proc.stdout and str(port) in proc.stdout and "transformers" in proc.stdout
 
-    batches = list(runner.follow_logs(running.container, follow=False))
+    batches = list(run.follow_logs(running.container, follow=False))
     lines = [ln for b in batches for ln in b]
     assert "mini server starting" in lines and "listening on 0.0.0.0:8000" in lines
     proc = _ezrunner("logs", name, "--tail", "2")
@@ -91,10 +92,10 @@ def test_verify_load_skip_start_ready_ps_logs_stop(docker_engine, mini_bundle, n
 
     proc = _ezrunner("stop", name)
     assert proc.returncode == 0 and f"stopped {name}" in proc.stdout
-    assert [r.state for r in runner.ps(docker_engine) if r.name == name][0].startswith("exited")
+    assert [r.state for r in run.ps(docker_engine) if r.name == name][0].startswith("exited")
     proc = _ezrunner("stop", name, "--remove")
     assert proc.returncode == 0 and "removed" in proc.stdout
-    assert runner._get_container(docker_engine, name) is None
+    assert docker_api.container_or_none(docker_engine, name) is None
     assert name not in _ezrunner("ps").stdout
 
 
@@ -103,10 +104,10 @@ def test_follow_logs_yields_batches_while_the_container_writes(docker_engine, ba
     names.append(name)
     script = "import time,sys\nfor i in range(40):\n    sys.stdout.write(f'line {i} ' + 'x'*3000 + '\\n'); sys.stdout.flush(); time.sleep(0.02)\n"
     c = docker_engine.containers.run(base_image, ["python3", "-c", script], name=name, detach=True,
-                                     labels={runner.RUN_LABEL_MANAGED: "true"})
+                                     labels=RunLabels().to_labels())
     batches = []
     t0 = time.monotonic()
-    for batch in runner.follow_logs(c, follow=True, interval=0.05):
+    for batch in run.follow_logs(c, follow=True, interval=0.05):
         batches.append(batch)
     assert time.monotonic() - t0 < 60
     lines = [ln for b in batches for ln in b]
@@ -142,7 +143,7 @@ def test_port_in_use_is_said_before_starting(docker_engine, mini_bundle, names):
     assert proc.returncode == 1
     assert f"ezrunner: error: port {port} on 127.0.0.1 is already in use" in proc.stderr
     assert "--port" in proc.stderr  # the hint
-    assert runner._get_container(docker_engine, name) is None
+    assert docker_api.container_or_none(docker_engine, name) is None
 
 
 def test_crash_at_start_shows_exit_code_last_lines_and_cause(docker_engine, mini_crash_bundle, names):
@@ -164,13 +165,13 @@ def test_gpu_without_nvidia_runtime_is_one_line_with_the_fix(docker_engine, mini
         pytest.skip("this engine has the NVIDIA runtime")
     name = uniq("ez-test-run-gpu")
     names.append(name)
-    source, info = runner.verify_bundle(mini_bundle, check_hash=False)
-    image = runner.load_bundle(docker_engine, source, info)
+    source, info = run.verify_bundle(mini_bundle, check_hash=False)
+    image = run.load_bundle(docker_engine, source, info)
     with pytest.raises(EzError) as exc:
-        runner.start(docker_engine, image, name=name, port=_free_port(), gpus="all")
+        run.start(docker_engine, image, StartOptions(name=name, port=_free_port(), gpus="all"))
     assert exc.value.message == "the NVIDIA container runtime is missing: Docker cannot give this container a GPU"
     assert "nvidia-container-toolkit" in exc.value.hint
-    assert runner._get_container(docker_engine, name) is None  # nothing left behind
+    assert docker_api.container_or_none(docker_engine, name) is None  # nothing left behind
     proc = _ezrunner("run", str(mini_bundle), "--name", name, "--gpus", "0", "--port", str(_free_port()), "--no-verify", "-d")
     assert proc.returncode == 1
     assert [ln for ln in proc.stderr.splitlines() if ln.startswith("ezrunner: error:")] == [
@@ -183,8 +184,8 @@ def test_internal_network_only(docker_engine, mini_bundle, names):
     name = uniq("ez-test-run-internal")
     names.append(name)
     try:
-        ready = runner.run_bundle(str(mini_bundle), verify=False, name=name, network=net.name, publish=False,
-                                  ready_timeout_s=60, client=docker_engine)
+        ready = run.run_bundle(str(mini_bundle), StartOptions(name=name, network=net.name, publish=False),
+                               RunOptions(verify=False, ready_timeout_s=60), client=docker_engine)
         nets = ready.running.container.attrs["NetworkSettings"]["Networks"]
         assert list(nets) == [net.name]
         assert ready.base_url.startswith("http://" + nets[net.name]["IPAddress"])
@@ -231,19 +232,19 @@ def test_no_hub_or_registry_is_touched(docker_engine, mini_bundle, names, tmp_pa
 def test_timeout_shows_last_lines_and_leaves_it_running(docker_engine, mini_bundle, names):
     name = uniq("ez-test-run-timeout")
     names.append(name)
-    source, info = runner.verify_bundle(mini_bundle, check_hash=False)
-    image = runner.load_bundle(docker_engine, source, info)
+    source, info = run.verify_bundle(mini_bundle, check_hash=False)
+    image = run.load_bundle(docker_engine, source, info)
     events = []
-    running = runner.start(docker_engine, image, name=name, port=_free_port(), host="0.0.0.0", on_event=events.append)
+    running = run.start(docker_engine, image, StartOptions(name=name, port=_free_port(), host="0.0.0.0"), on_event=events.append)
     assert any(isinstance(e, Notice) and e.level == "warning" and "without an API key" in e.message for e in events)
-    with pytest.raises(runner.ReadyError, match=rf"{name} was not ready after 0s \(it is still running") as exc:
-        runner.wait_ready(docker_engine, running, timeout=0.2, poll=0.3, on_event=events.append)
+    with pytest.raises(run.ReadyError, match=rf"{name} was not ready after 0s \(it is still running") as exc:
+        run.wait_ready(docker_engine, running, timeout=0.2, poll=0.3, on_event=events.append)
     assert exc.value.container_exit_code is None
     assert any(isinstance(e, LogLines) and e.phase == "ready" for e in events)
     running.container.reload()
     assert running.container.status == "running"
-    with pytest.raises(runner.RunCancelled, match="keeps starting in the background"):
-        runner.wait_ready(docker_engine, running, timeout=60, poll=0.3, cancelled=lambda: True)
+    with pytest.raises(run.RunCancelled, match="keeps starting in the background"):
+        run.wait_ready(docker_engine, running, timeout=60, poll=0.3, cancelled=lambda: True)
     # It does become ready later; wait_ready can be called again.
-    ready = runner.wait_ready(docker_engine, running, timeout=60, poll=0.3)
+    ready = run.wait_ready(docker_engine, running, timeout=60, poll=0.3)
     assert ready.base_url.startswith("http://127.0.0.1:")  # 0.0.0.0 is reached through loopback

@@ -11,7 +11,8 @@ import subprocess
 
 import pytest
 from conftest import EZRUNNER
-from ezrunner.core import runner
+from ezrunner.core import docker_api, run
+from ezrunner.core.run import RunOptions, StartOptions
 from support_run import copy_range, remove_containers, remove_image, uniq
 
 E2E = uniq("ez-e2e")
@@ -32,7 +33,7 @@ def _ez(*args, timeout=600):
 
 @pytest.fixture(scope="module")
 def bundle_info(engine_bundle):
-    _, info = runner.verify_bundle(engine_bundle, check_hash=False)
+    _, info = run.verify_bundle(engine_bundle, check_hash=False)
     return info
 
 
@@ -44,7 +45,7 @@ def _cleanup(docker_engine, bundle_info):
 
 
 def _image_present(client, image_id) -> bool:
-    return runner.find_image(client, image_id) is not None
+    return docker_api.image_or_none(client, image_id) is not None
 
 
 def test_damaged_bundles_are_refused_before_docker_load(docker_engine, engine_bundle, bundle_info, tmp_path):
@@ -78,7 +79,7 @@ def test_damaged_bundles_are_refused_before_docker_load(docker_engine, engine_bu
     third = size // 3 + 1
     parts = [copy_range(engine_bundle, tmp_path / f"{engine_bundle.name}.part-{i + 1:03d}", i * third,
                         min(third, size - i * third)) for i in range(3)]
-    source, info = runner.verify_bundle(parts[0])
+    source, info = run.verify_bundle(parts[0])
     assert info.image_id == bundle_info.image_id and len(source.parts) == 3
     assert not (tmp_path / engine_bundle.name).exists()
     parts[1].unlink()
@@ -124,7 +125,7 @@ def test_pack_rmi_run_chat_logs_ps_stop(docker_engine, engine_bundle, bundle_inf
 
     stop = _ez("stop", E2E, "--remove")
     assert stop.returncode == 0 and f"stopped and removed {E2E}" in stop.stdout
-    assert runner._get_container(docker_engine, E2E) is None
+    assert docker_api.container_or_none(docker_engine, E2E) is None
     assert E2E + " " not in _ez("ps").stdout
 
 
@@ -133,8 +134,8 @@ def test_chat_on_a_network_with_no_route_out(docker_engine, engine_bundle, bundl
 
     net = docker_engine.networks.create(E2E_NET, driver="bridge", internal=True)
     try:
-        ready = runner.run_bundle(str(engine_bundle), verify=False, name=E2E_NET, network=net.name,
-                                  publish=False, ready_timeout_s=300, client=docker_engine)
+        ready = run.run_bundle(str(engine_bundle), StartOptions(name=E2E_NET, network=net.name, publish=False),
+                               RunOptions(verify=False, ready_timeout_s=300), client=docker_engine)
         c = ready.running.container
         assert list(c.attrs["NetworkSettings"]["Networks"]) == [net.name]
         # No route out from inside.
@@ -154,17 +155,17 @@ def test_model_that_crashes_at_start(docker_engine, engine_bundle, bundle_info):
     """The real server, its weight file gone: exit code, last lines, the cause."""
     import io
 
-    source, info = runner.verify_bundle(engine_bundle, check_hash=False)
-    image = runner.load_bundle(docker_engine, source, info)
+    source, info = run.verify_bundle(engine_bundle, check_hash=False)
+    image = run.load_bundle(docker_engine, source, info)
     model_dir = f"/models/{info.served_model_name}"
     dockerfile = (f"FROM {image.id}\nUSER root\nRUN rm -f {model_dir}/model.safetensors "
                   f"{model_dir}/model.safetensors.index.json\nUSER 10001\n")
     broken, _ = docker_engine.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=BROKEN_TAG,
                                            rm=True, forcerm=True)
     try:
-        running = runner.start(docker_engine, broken, name=E2E_CRASH, port=_free_port())
-        with pytest.raises(runner.ReadyError) as exc:
-            runner.wait_ready(docker_engine, running, timeout=300)
+        running = run.start(docker_engine, broken, StartOptions(name=E2E_CRASH, port=_free_port()))
+        with pytest.raises(run.ReadyError) as exc:
+            run.wait_ready(docker_engine, running, timeout=300)
         err = exc.value
         assert err.container_exit_code not in (None, 0)
         assert f"exited with code {err.container_exit_code} before it was ready" in err.message

@@ -10,16 +10,20 @@ import socket
 import pytest
 from ezrunner.core.bundle.format import BundleError
 from ezrunner.core.errors import EzError, UsageError
-from ezrunner.core.runner import (
+from ezrunner.core.run import (
     BundleLabels,
     LineAssembler,
+    RunLabels,
+    StartOptions,
     default_name,
     device_requests_for,
     explain_start_error,
+    follow_logs,
     likely_cause,
     parse_gpus,
     port_in_use,
     ready_timeout,
+    start,
 )
 from support_run import mini_labels
 
@@ -137,3 +141,140 @@ def test_default_container_name():
     assert default_name("Qwen/Qwen2.5 0.5B") == "Qwen-Qwen2.5-0.5B"
     assert default_name("///") == "ezrunner"
     assert json.dumps(default_name("tiny")) == '"tiny"'
+
+
+# ---- follow_logs on the thread relay, with a fake log stream (no Docker)
+
+
+class _FakeStream:
+    """Shaped like docker's CancellableStream: iterable, ``close()`` ends it."""
+
+    def __init__(self, chunks, *, gap=0.0, fail_after=None, block=False):
+        import threading
+
+        self.chunks, self.gap, self.fail_after, self.block = list(chunks), gap, fail_after, block
+        self.closed = threading.Event()
+
+    def __iter__(self):
+        import time
+
+        for i, chunk in enumerate(self.chunks):
+            if self.fail_after is not None and i == self.fail_after:
+                raise OSError("connection reset")
+            if self.gap:
+                time.sleep(self.gap)
+            yield chunk
+        while self.block and not self.closed.wait(0.05):
+            pass  # follow mode: waits for more until closed
+
+    def close(self):
+        self.closed.set()
+
+
+class _FakeContainer:
+    def __init__(self, stream):
+        self.stream = stream
+        self.asked = {}
+
+    def logs(self, **kwargs):
+        self.asked = kwargs
+        return self.stream
+
+
+def test_follow_logs_reassembles_and_ends_with_the_stream():
+    stream = _FakeStream([b"one\ntw", b"o\nthree"])
+    c = _FakeContainer(stream)
+    lines = [ln for batch in follow_logs(c, follow=False, tail=5) for ln in batch]
+    assert lines == ["one", "two", "three"]
+    assert c.asked == {"stream": True, "follow": False, "tail": 5, "stdout": True, "stderr": True}
+    assert stream.closed.is_set()
+
+
+def test_follow_logs_batches_at_most_max_lines():
+    stream = _FakeStream([b"".join(b"%d\n" % i for i in range(25))])
+    batches = list(follow_logs(_FakeContainer(stream), max_lines=10))
+    assert [len(b) for b in batches] == [10, 10, 5]
+    assert [ln for b in batches for ln in b] == [str(i) for i in range(25)]
+
+
+def test_follow_logs_a_broken_stream_ends_the_batches_after_the_last_line():
+    stream = _FakeStream([b"kept\npartial", b"never"], fail_after=1)
+    assert [ln for b in follow_logs(_FakeContainer(stream)) for ln in b] == ["kept", "partial"]
+
+
+def test_follow_logs_stop_event_and_close_end_a_following_stream():
+    import threading
+    import time
+
+    stop = threading.Event()
+    stream = _FakeStream([b"a\n"], block=True)
+    gen = follow_logs(_FakeContainer(stream), stop_event=stop)
+    assert next(gen) == ("a",)
+    stop.set()
+    t0 = time.monotonic()
+    assert list(gen) == []
+    assert time.monotonic() - t0 < 2 and stream.closed.is_set()
+    # Closing the generator (the CLI's Ctrl-C, a TUI screen leaving) closes the stream too.
+    stream = _FakeStream([b"b\n"], block=True)
+    gen = follow_logs(_FakeContainer(stream))
+    assert next(gen) == ("b",)
+    gen.close()
+    assert stream.closed.is_set()
+    assert not [t for t in threading.enumerate() if t.name == "ezrunner-logs" and t.is_alive()]
+
+
+# ---- the run labels and the start options
+
+
+def test_run_labels_round_trip_and_defaults():
+    labels = RunLabels(host="0.0.0.0", port="8080", bundle="b.tar", api_key_set=True)
+    assert labels.to_labels() == {"ezrunner.run.managed": "true", "ezrunner.run.host": "0.0.0.0",
+                                  "ezrunner.run.port": "8080", "ezrunner.run.bundle": "b.tar",
+                                  "ezrunner.run.api-key": "set"}
+    assert RunLabels.from_labels(labels.to_labels()) == labels
+    assert RunLabels.from_labels(None) == RunLabels(managed=False)
+    assert RunLabels().to_labels()["ezrunner.run.api-key"] == "none"
+
+
+def test_start_options_check_name_port_and_gpus_before_docker():
+    class _Image:
+        id = "sha256:" + "0" * 64
+        tags = ["ezrunner/mini:test"]
+        labels = mini_labels()
+
+    with pytest.raises(UsageError, match="--gpus"):
+        start(None, _Image(), StartOptions(gpus="first"))
+    with pytest.raises(UsageError, match="--name: 'bad name'"):
+        start(None, _Image(), StartOptions(name="bad name"))
+    with pytest.raises(UsageError, match="--port: 70000"):
+        start(None, _Image(), StartOptions(port=70000))
+    assert StartOptions().host == "127.0.0.1" and StartOptions().publish
+
+
+def test_exit_watcher_reports_the_first_exit_code_and_closes(monkeypatch):
+    import threading
+
+    import docker
+    from ezrunner.core.run.ready import _ExitWatcher
+
+    exited = threading.Event()
+
+    class _Api:
+        closed = False
+
+        def wait(self, cid, condition):
+            assert (cid, condition) == ("c1", "next-exit")
+            exited.wait(5)
+            return {"StatusCode": 3}
+
+        def close(self):
+            self.closed = True
+
+    api = _Api()
+    monkeypatch.setattr(docker, "from_env", lambda **_kw: type("C", (), {"api": api})())
+    watcher = _ExitWatcher(type("Ctr", (), {"id": "c1", "name": "x"})())
+    assert watcher.code is None and watcher.result(timeout=0.05) is None
+    exited.set()
+    assert watcher.result(timeout=5) == 3 and watcher.code == 3
+    watcher.close()
+    assert api.closed

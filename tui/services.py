@@ -149,67 +149,62 @@ class Services:
         except pack_mod.PackCancelled as exc:
             raise _Cancelled() from exc
 
-    # ---- run (ezrunner.core.runner, issue 6) -----------------------------------------------------
+    # ---- run (ezrunner.core.run) -------------------------------------------------------------------
     def docker_client(self) -> Any:
-        """The docker client: the injected one, else ``runner.connect()`` (an EzError
-        with a hint when the engine is down). Cached."""
+        """The docker client: the injected one, else ``docker_api.connect()`` (an
+        EzError with a hint when the engine is down). Cached."""
         if self._docker_client is None:
             if self.docker is not None:
                 self._docker_client = self.docker() if callable(self.docker) else self.docker
             else:
-                from ezrunner.core import runner
+                from ezrunner.core import docker_api
 
-                self._docker_client = runner.connect()
+                self._docker_client = docker_api.connect()
         return self._docker_client
 
     def verify(self, bundle: str, on_event: Callable[[Any], None], *, check_hash: bool = True) -> tuple[Any, Any]:
-        from ezrunner.core import runner
+        from ezrunner.core.bundle.reader import verify_bundle
 
-        return runner.verify_bundle(bundle, on_event, check_hash=check_hash)
+        return verify_bundle(bundle, on_event, check_hash=check_hash)
 
     def load(self, source: Any, info: Any, on_event: Callable[[Any], None]) -> Any:
-        from ezrunner.core import runner
+        from ezrunner.core import run
 
-        return runner.load_bundle(self.docker_client(), source, info, on_event)
+        return run.load_bundle(self.docker_client(), source, info, on_event)
 
-    def start(self, image: Any, on_event: Callable[[Any], None], *, port: int | None, host: str,
-              gpus: str | None, api_key: str | None, name: str | None = None, bundle_name: str = "") -> Any:
-        from ezrunner.core import runner
+    def start(self, image: Any, on_event: Callable[[Any], None], options: Any) -> Any:
+        """``core.run.start`` with the screen's ``StartOptions`` (``gpus`` as typed)."""
+        from ezrunner.core import run
 
-        return runner.start(
-            self.docker_client(), image, name=name, host=host, port=port, gpus=runner.parse_gpus(gpus),
-            api_key=api_key, bundle_name=bundle_name, on_event=on_event,
-        )
+        return run.start(self.docker_client(), image, options, on_event=on_event)
 
     def attach(self, name: str) -> Any:
         """The ``Running`` of a container ezrunner started earlier (``ezrunner ps``)."""
-        from ezrunner.core import runner
+        from ezrunner.core import run
 
-        return runner.running_from_container(runner.get_managed(self.docker_client(), name))
+        return run.running_from_container(run.get_managed(self.docker_client(), name))
 
     def wait_ready(self, running: Any, on_event: Callable[[Any], None]) -> Any:
-        from ezrunner.core import runner
+        from ezrunner.core import run
 
-        return runner.wait_ready(self.docker_client(), running, on_event=on_event)
+        return run.wait_ready(self.docker_client(), running, on_event=on_event)
 
     def logs(self, name: str, *, stop_event: Any = None, tail: int = 200) -> Iterator[tuple[str, ...]]:
-        from ezrunner.core import runner
+        from ezrunner.core import run
 
-        container = runner.get_managed(self.docker_client(), name)
-        yield from runner.follow_logs(container, follow=True, tail=tail, stop_event=stop_event)
+        container = run.get_managed(self.docker_client(), name)
+        yield from run.follow_logs(container, follow=True, tail=tail, stop_event=stop_event)
 
-    def ps(self) -> list[dict[str, Any]]:
-        from ezrunner.core import runner
+    def ps(self) -> list[Any]:
+        """``core.run.ps``: the ``PsRow`` objects."""
+        from ezrunner.core import run
 
-        rows = [as_dict(row) for row in runner.ps(self.docker_client())]
-        for row in rows:
-            row["uptime"] = runner.format_duration(row["uptime_s"]) if row.get("uptime_s") is not None else "-"
-        return rows
+        return run.ps(self.docker_client())
 
     def stop(self, name: str, *, remove: bool = True) -> str:
-        from ezrunner.core import runner
+        from ezrunner.core import run
 
-        return runner.stop(self.docker_client(), name, remove=remove)
+        return run.stop(self.docker_client(), name, remove=remove)
 
 
 class _Cancelled(EzError):

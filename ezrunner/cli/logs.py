@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     import sys
 
-    from ezrunner.core import runner
+    from ezrunner.core import run
     from ezrunner.core.errors import UsageError
 
     tail: int | str = "all"
@@ -31,10 +31,10 @@ def _run(args: argparse.Namespace) -> int:
                 raise ValueError
         except ValueError:
             raise UsageError(f"--tail: {args.tail!r} is not a number of lines") from None
-    client = runner.connect()
-    container = runner.get_managed(client, args.name)
+    client = run.connect()
+    container = run.get_managed(client, args.name)
     try:
-        for batch in runner.follow_logs(container, follow=args.follow, tail=tail):
+        for batch in run.follow_logs(container, follow=args.follow, tail=tail):
             sys.stdout.write("\n".join(batch) + "\n")
             sys.stdout.flush()
     except KeyboardInterrupt:

@@ -20,10 +20,10 @@ def _run(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
-    from ezrunner.core import runner
+    from ezrunner.core import run
 
-    client = runner.connect(timeout=60)
-    rows = runner.ps(client, all=not args.running)
+    client = run.connect(timeout=60)
+    rows = run.ps(client, all=not args.running)
     if args.json:
         print(json.dumps([asdict(r) | {"uptime": r.uptime} for r in rows], indent=2))
         return 0

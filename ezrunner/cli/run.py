@@ -126,16 +126,14 @@ class EventRenderer:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ezrunner.core import runner
+    from ezrunner.core.run import RunOptions, StartOptions, parse_gpus, run_bundle
 
-    gpus = runner.parse_gpus(args.gpus)
+    options = StartOptions(name=args.name, host=args.host, port=args.port, gpus=parse_gpus(args.gpus),
+                           api_key=args.api_key, network=args.network)
     render = EventRenderer()
     try:
-        ready = runner.run_bundle(
-            args.bundle, verify=not args.no_verify, name=args.name, host=args.host, port=args.port,
-            gpus=gpus, api_key=args.api_key, network=args.network, ready_timeout_s=args.ready_timeout,
-            on_event=render,
-        )
+        ready = run_bundle(args.bundle, options, RunOptions(verify=not args.no_verify, ready_timeout_s=args.ready_timeout),
+                           on_event=render)
     except KeyboardInterrupt:
         render.close()
         if render.started:
@@ -145,6 +143,13 @@ def _run(args: argparse.Namespace) -> int:
         raise
     finally:
         render.close()
+    _print_ready(ready)
+    if not args.detach:
+        _follow(ready)
+    return 0
+
+
+def _print_ready(ready: Any) -> None:
     out = sys.stdout
     print(f"{ready.running.name} is ready ({ready.elapsed:.0f}s)", file=out)
     print(f"  OpenAI base URL: {ready.base_url}", file=out)
@@ -157,14 +162,17 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  listening on {ready.running.host}:{ready.running.port} (reachable from other machines)", file=out)
     print(f"  stop it with: ezrunner stop {ready.running.name}", file=out)
     out.flush()
-    if args.detach:
-        return 0
+
+
+def _follow(ready: Any) -> None:
+    from ezrunner.core.run import follow_logs
+
+    out = sys.stdout
     print("following its logs; Ctrl-C stops following (the server keeps running)", file=sys.stderr)
     try:
-        for batch in runner.follow_logs(ready.running.container, follow=True, tail=0):
+        for batch in follow_logs(ready.running.container, follow=True, tail=0):
             for line in batch:
                 print(line, file=out)
             out.flush()
     except KeyboardInterrupt:
         print(f"\nstill running: {ready.base_url}  (ezrunner stop {ready.running.name})", file=sys.stderr)
-    return 0

@@ -19,8 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ezrunner.core import runner
+    from ezrunner.core import run
 
-    client = runner.connect(timeout=max(60, args.timeout + 30))
-    print(runner.stop(client, args.name, remove=args.remove, timeout=args.timeout))
+    client = run.connect(timeout=max(60, args.timeout + 30))
+    print(run.stop(client, args.name, remove=args.remove, timeout=args.timeout))
     return 0

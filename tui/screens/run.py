@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ezrunner.tui.format import human_bytes, human_duration, pick
+from ezrunner.tui.format import human_bytes, human_duration
 from ezrunner.tui.screens.base import EzScreen
 from ezrunner.tui.widgets.log_tail import LogTail
 from textual import on, work
@@ -91,8 +92,8 @@ class RunScreen(EzScreen[None]):
         self.state = "no bundle"
         self.verified: tuple[Any, Any] | None = None  # (BundleSource, BundleInfo)
         self.image: Any = None  # the loaded docker image
-        self.running: Any = None  # core.runner.Running
-        self.ready: Any = None  # core.runner.Ready
+        self.running: Any = None  # core.run.Running
+        self.ready: Any = None  # core.run.Ready
         self.started_at: float | None = None
         self.gpu_text = ""
         self.docker_problem: str | None = None
@@ -221,14 +222,8 @@ class RunScreen(EzScreen[None]):
             table.add_row("(docker)", "unavailable", "", "", "", "")
             return
         for row in message.rows or []:
-            table.add_row(
-                str(pick(row, "name", default="-")),
-                str(pick(row, "model", default="-")),
-                str(pick(row, "engine", default="-")),
-                str(pick(row, "port", default="-")),
-                str(pick(row, "state", default="-")),
-                str(pick(row, "uptime", default="-")),
-            )
+            table.add_row(row.name or "-", row.model or "-", row.engine or "-", row.port or "-", row.state or "-",
+                          row.uptime)
         if not message.rows:
             table.add_row("(none)", "no bundle runs here", "", "", "", "")
 
@@ -337,7 +332,10 @@ class RunScreen(EzScreen[None]):
         self._set_state("starting…")
         self.run_step("start", self.bundle, options)
 
-    def start_options(self) -> dict[str, Any]:
+    def start_options(self) -> Any:
+        """The form as a ``core.run.StartOptions``."""
+        from ezrunner.core.run.container import StartOptions
+
         port_text = self.query_one("#run-port", Input).value.strip() or "8000"
         port = int(port_text) if port_text.isdigit() else -1
         if not 1 <= port <= 65535:
@@ -345,16 +343,16 @@ class RunScreen(EzScreen[None]):
         gpus = self.query_one("#run-gpus", Input).value.strip()
         if gpus.lower() in ("", "auto"):
             gpus = None  # follow the bundle: all GPUs when it needs one, none otherwise
-        return {
-            "port": port,
-            "host": self.query_one("#run-host", Input).value.strip() or "127.0.0.1",
-            "gpus": gpus,
-            "api_key": self.query_one("#run-key", Input).value.strip() or None,
-            "name": self.query_one("#run-name", Input).value.strip() or None,
-        }
+        return StartOptions(
+            port=port,
+            host=self.query_one("#run-host", Input).value.strip() or "127.0.0.1",
+            gpus=gpus,
+            api_key=self.query_one("#run-key", Input).value.strip() or None,
+            name=self.query_one("#run-name", Input).value.strip() or None,
+        )
 
     @work(thread=True, exclusive=True, group="run-step", exit_on_error=False, description="run step")
-    def run_step(self, step: str, bundle: str, options: dict[str, Any] | None = None) -> None:
+    def run_step(self, step: str, bundle: str, options: Any = None) -> None:
         """verify -> load -> start -> wait for ready: each step first runs the
         ones before it that have not run yet, as ``ezrunner run`` does."""
         from ezrunner.tui.app import error_text
@@ -374,7 +372,7 @@ class RunScreen(EzScreen[None]):
                 self.post_message(self.StepDone("load", True, "loaded into Docker", {"image": image}))
             if step == "start":
                 current = "start"
-                running = services.start(image, self._on_event("start"), bundle_name=Path(bundle).name, **(options or {}))
+                running = services.start(image, self._on_event("start"), replace(options, bundle_name=Path(bundle).name))
                 self.post_message(self.StepDone("started", True, "started, waiting for ready", {"running": running}))
                 current = "ready"
                 ready = services.wait_ready(running, self._on_event("ready"))
