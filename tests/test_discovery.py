@@ -21,6 +21,7 @@ import pytest
 from conftest import EZRUNNER, local_http_server
 from ezrunner.core import discovery
 from ezrunner.core.errors import EzError, UsageError
+from ezrunner.core.hubs import HubConfig
 
 HUB = Path(__file__).parent / "fixtures" / "hub"
 UNREACHABLE = "http://no-such-host.invalid"
@@ -190,7 +191,7 @@ def test_refused_port_fails_fast(monkeypatch):
     port = s.getsockname()[1]
     s.close()  # nothing listens there now
     t0 = time.monotonic()
-    out = discovery.search("qwen", ["hf"], hf_endpoint_url=f"http://127.0.0.1:{port}")
+    out = discovery.search("qwen", ["hf"], cfg=HubConfig(hf_endpoint=f"http://127.0.0.1:{port}"))
     assert time.monotonic() - t0 < 5
     assert "cannot connect" in out.errors["hf"]
     assert out.results == []
@@ -416,7 +417,7 @@ def test_hub_that_keeps_failing_hits_the_deadline_quietly(hub_env, capfd):
     # 503s make the hub client retry with back-off (about 23 s); the deadline cuts it,
     # and its "Retrying in ..." log lines stay off stderr (they would tear through the TUI).
     t0 = time.monotonic()
-    out = discovery.search("server-error", ["hf"], timeout=2)
+    out = discovery.search("server-error", ["hf"], cfg=HubConfig(timeout=2))
     assert time.monotonic() - t0 < 6
     assert "within 2s" in out.errors["hf"]
     time.sleep(1.2)  # let the abandoned worker log its next retry, if it would

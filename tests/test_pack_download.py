@@ -259,7 +259,6 @@ def _download_phase(model, tmp_path, **kwargs):
     raise AssertionError("no download phase")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: 'not a valid model id: modelscope:...'")
 def test_modelscope_pick_is_downloaded_from_modelscope(ms_hub, private_homes, tiny_model_dir, monkeypatch):
     # The TUI hands a ModelScope pick to pack as "modelscope:OWNER/NAME"; it used to
     # fail with "not a valid model id" (issue 12).

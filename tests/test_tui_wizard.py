@@ -5,6 +5,7 @@ plan), with the two seams faked at the app's constructor: the hub endpoints
 from __future__ import annotations
 
 import pytest
+from ezrunner.core.hubs import ModelRef
 from ezrunner.tui.app import EzRunnerApp
 from ezrunner.tui.screens.hardware import HardwareScreen
 from ezrunner.tui.screens.review import ReviewScreen
@@ -184,7 +185,7 @@ async def test_demo_model_offline(tmp_path):
         await pilot.press("ctrl+d")
         await until(pilot, lambda: isinstance(app.screen, HardwareScreen), timeout=60, what="demo model chosen")
         assert app.wizard.details["architecture"] == "LlamaForCausalLM"
-        assert app.wizard.model.endswith("demo-model")
+        assert app.wizard.model.source == "local" and app.wizard.model.id.endswith("demo-model")
 
 
 async def test_bad_path_is_reported_in_the_details_pane(tmp_path):
@@ -193,7 +194,7 @@ async def test_bad_path_is_reported_in_the_details_pane(tmp_path):
         await open_search(pilot, app)
         await type_into(pilot, app, "#search-query", str(tmp_path / "missing-model"))
         await pilot.press("enter")
-        await until(pilot, lambda: "no such model folder" in static_text(app, "#search-details"), what="error")
+        await until(pilot, lambda: "model folder not found" in static_text(app, "#search-details"), what="error")
         assert isinstance(app.screen, SearchScreen)
 
 
@@ -220,7 +221,7 @@ async def test_hub_search_details_and_plan_from_recorded_responses(replay_hub, p
         await until(pilot, lambda: table.get_row_at(hf_row)[4] == "safetensors", what="format cell")
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, HardwareScreen), what="hardware")
-        assert app.wizard.model == "Qwen/Qwen2.5-0.5B-Instruct"
+        assert app.wizard.model == ModelRef("hf", "Qwen/Qwen2.5-0.5B-Instruct")
         await pilot.press("ctrl+n")
         await until(pilot, lambda: isinstance(app.screen, ReviewScreen) and app.wizard.plan is not None, what="plan")
         plan = app.wizard.plan
