@@ -268,3 +268,76 @@ def test_modelscope_pick_is_downloaded_from_modelscope(ms_hub, private_homes, ti
     assert not (folder / "pytorch_model.bin").exists()
     assert any(p.startswith(f"/api/v1/models/{REPO}/repo/files") for p in _MsHub.log)
     assert not any("FilePath=pytorch_model.bin" in p for p in _MsHub.log)
+
+
+def _fetch(ref, cfg):
+    """``hubs.fetch`` run to its end: (events, FetchedModel)."""
+    from ezrunner.core import hubs
+
+    events = []
+    gen = hubs.fetch(ref, cfg, check=lambda: None)
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            return events, stop.value
+
+
+def test_fetch_a_modelscope_ref_through_the_hub_config(ms_hub, private_homes, tiny_model_dir, monkeypatch):
+    # The endpoint comes from the HubConfig (the TUI's hub seam), not the environment.
+    from ezrunner.core import events as ev
+    from ezrunner.core.hubs import HubConfig, ModelRef
+
+    monkeypatch.setenv("MODELSCOPE_ENDPOINT", "http://127.0.0.1:9")
+    events, fetched = _fetch(ModelRef("modelscope", REPO), HubConfig(ms_endpoint=ms_hub))
+    assert fetched.ref == ModelRef("modelscope", REPO) and fetched.label_id == REPO
+    assert fetched.folder.is_relative_to(private_homes / "home" / "models" / "modelscope")
+    assert (fetched.folder / "config.json").read_bytes() == (tiny_model_dir / "config.json").read_bytes()
+    assert isinstance(events[0], ev.PhaseStarted) and "ModelScope" in events[0].label
+    assert any(isinstance(e, ev.BytesProgress) and e.item == "done" for e in events)
+
+
+def test_fetch_a_missing_modelscope_model_is_one_line(ms_hub, private_homes):
+    from ezrunner.core.errors import EzError
+    from ezrunner.core.hubs import HubConfig, ModelRef
+
+    with pytest.raises(EzError) as e:
+        _fetch(ModelRef("modelscope", "ezr/nope"), HubConfig(ms_endpoint=ms_hub))
+    assert "ezr/nope" in e.value.message and "ModelScope" in e.value.message and "\n" not in e.value.message
+
+
+class _FlakyHub(_Hub):
+    """Breaks the first download of model.safetensors halfway through."""
+
+    broken: set[str] = set()
+
+    def _send(self, code, body=b"", headers=None, head=False):
+        name = unquote(urlparse(self.path).path).rsplit("/", 1)[-1]
+        if head or name != "model.safetensors" or name in self.broken:
+            return super()._send(code, body, headers, head)
+        self.broken.add(name)
+        self.send_response(code)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2])
+        self.wfile.flush()
+        self.close_connection = True
+
+
+def test_hf_download_recovers_from_a_broken_transfer(tiny_model_dir, private_homes, monkeypatch):
+    # The connection drops halfway through the weights; the client asks again (with a
+    # Range header once it has bytes to keep: here the whole file fits in one of its
+    # 10 MB chunks, so it starts over) and the file ends complete, pinned to the commit.
+    from ezrunner.core.hubs import HubConfig, ModelRef
+
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    _FlakyHub.files = {p.relative_to(tiny_model_dir).as_posix(): p.read_bytes() for p in tiny_model_dir.rglob("*") if p.is_file()}
+    _FlakyHub.log, _FlakyHub.broken = [], set()
+    with local_http_server(_FlakyHub) as url:
+        _events, fetched = _fetch(ModelRef("hf", REPO), HubConfig(hf_endpoint=url))
+    assert fetched.ref == ModelRef("hf", REPO, COMMIT)
+    assert (fetched.folder / "model.safetensors").read_bytes() == (tiny_model_dir / "model.safetensors").read_bytes()
+    gets = [p for c, p in _FlakyHub.log if c == "GET" and p.endswith("/model.safetensors")]
+    assert len(gets) == 2 and all(f"/resolve/{COMMIT}/" in p for p in gets)

@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 _HUBS: dict[str, Hub] = {}
-MS_PREFIXES = ("modelscope:", "ms:", "modelscope://", "ms://")
+MS_PREFIXES = ("modelscope://", "ms://", "modelscope:", "ms:")  # the longer first
 _LOOSE_ID = re.compile(r"[\w.\-]+(/[\w.\-]+)?")
 
 
