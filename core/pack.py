@@ -584,16 +584,6 @@ def ensure_engine_image(
     yield (tag, img.id or image_id or "", False)
 
 
-# --------------------------------------------------------------------------- model source
-
-
-def resolve_model(ref: hubs.ModelRef, hub: hubs.HubConfig | None, *, check: Callable[[], None]) -> Iterator[ev.Event | hubs.FetchedModel]:
-    """A local folder, or a hub model downloaded into the cache. Yields events, then
-    the :class:`~ezrunner.core.hubs.FetchedModel` (folder, reference, resolved revision)."""
-    fetched = yield from hubs.fetch(ref, hub, check=check)
-    yield fetched
-
-
 # --------------------------------------------------------------------------- plan
 
 
@@ -723,13 +713,7 @@ def iter_pack(
     if client is None:  # fail fast, before a long download
         client = docker_client()
     yield ev.PhaseStarted("download", label=f"model {model}")
-    fetched = None
-    for item in resolve_model(ref, hub or hubs.HubConfig(token=token), check=check):
-        if isinstance(item, ev.Event):
-            yield item
-        else:
-            fetched = item
-    assert fetched is not None
+    fetched = yield from hubs.fetch(ref, hub or hubs.HubConfig(token=token), check=check)
     folder, model_id, resolved_rev = fetched.folder, fetched.label_id, fetched.ref.revision
     yield ev.PhaseFinished("download", detail=str(folder))
     seconds["download"] = time.monotonic() - t0
