@@ -40,7 +40,7 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-from ezrunner.core import docker_api, locations
+from ezrunner.core import docker_api, hubs, locations
 from ezrunner.core import events as ev
 from ezrunner.core.bundle import format as B
 from ezrunner.core.engines import (
@@ -67,34 +67,12 @@ MIN_FREE_MARGIN = 64 << 20
 
 # --------------------------------------------------------------------------- validation
 
-# huggingface_hub's own rule (utils/_validators.py: REPO_ID_REGEX and the checks after it).
-_HF_REPO_ID = re.compile(r"^(\b[\w\-.]+\b/)?\b[\w\-.]{1,96}\b$", re.ASCII)
-_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]{0,127}$")
 _DOCKER_REF = re.compile(
     r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?/)?"  # registry host[:port]/ (optional)
     r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"  # path
     r"(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
 )
 _IMAGE_ID = re.compile(r"^(sha256:)?[0-9a-f]{12,64}$")
-
-
-def validate_repo_id(repo_id: str) -> str:
-    """Accept only ids that match the hub's own pattern; everything else (newlines,
-    ``$(...)``, quotes, ``;``, spaces, ``..``) is a UsageError."""
-    if not isinstance(repo_id, str) or not _HF_REPO_ID.match(repo_id) or "--" in repo_id or ".." in repo_id or repo_id.endswith(".git"):
-        raise UsageError(
-            f"not a valid model id: {repo_id!r}",
-            hint="use owner/name as on the hub (letters, digits, '-', '_', '.'), or a local folder",
-        )
-    return repo_id
-
-
-def validate_revision(revision: str | None) -> str | None:
-    if revision is None:
-        return None
-    if not _REVISION.match(revision) or ".." in revision or "//" in revision:
-        raise UsageError(f"--revision: not a valid revision: {revision!r}", hint="a branch, a tag or a 40-hex commit")
-    return revision
 
 
 def validate_image_ref(ref: str, flag: str = "--base-image") -> str:
@@ -456,29 +434,6 @@ def ensure_engine_image(
     yield (tag, img.id or image_id or "", False)
 
 
-# --------------------------------------------------------------------------- model source
-
-
-def resolve_model(model: str, revision: str | None, *, token: str | None, check: Callable[[], None]) -> Iterator[ev.Event | tuple[Path, str, str | None]]:
-    """A local folder, or a hub id downloaded into the cache. Yields events, then
-    (folder, model id for the labels, resolved revision)."""
-    p = Path(model).expanduser()
-    if p.is_dir():
-        if revision:
-            raise UsageError("--revision applies to hub ids, not to a local folder")
-        if not (p / "config.json").is_file():
-            raise UsageError(f"{p} has no config.json; not a Hugging Face model folder")
-        yield (p.resolve(), p.resolve().name, None)
-        return
-    if p.exists() or model.startswith((".", "/", "~")):
-        raise UsageError(f"model folder not found: {model!r}")
-    validate_repo_id(model)
-    validate_revision(revision)
-    from ezrunner.core.pack_download import download_model
-
-    yield from download_model(model, revision=revision, token=token, check=check)
-
-
 # --------------------------------------------------------------------------- plan
 
 
@@ -552,7 +507,7 @@ def _existing_parts(target: Path) -> list[Path]:
 
 
 def iter_pack(
-    model: str,
+    model: str | hubs.ModelRef,
     output: str | os.PathLike[str],
     *,
     plan: dict | None = None,
@@ -569,6 +524,7 @@ def iter_pack(
     details: Any = None,
     client: Any = None,
     cancelled: Callable[[], bool] | None = None,
+    hub: hubs.HubConfig | None = None,
 ) -> Iterator[ev.Event]:
     """The pack as a generator of events. The last event is
     ``PhaseFinished("export", data=PackResult.to_dict())``. Closing the generator
@@ -603,21 +559,12 @@ def iter_pack(
         raise UsageError(f"-o: folder {target.parent} does not exist")
 
     # ---- model (validated before anything is reported or written)
-    if not Path(model).expanduser().is_dir():
-        if Path(model).expanduser().exists() or model.startswith((".", "/", "~")):
-            raise UsageError(f"model folder not found: {model!r}")
-        validate_repo_id(model)
-        validate_revision(revision)
+    ref = hubs.parse_model_ref(model, revision=revision)
     if client is None:  # fail fast, before a long download
         client = docker_client()
     yield ev.PhaseStarted("download", label=f"model {model}")
-    folder = model_id = resolved_rev = None
-    for item in resolve_model(model, revision, token=token, check=check):
-        if isinstance(item, ev.Event):
-            yield item
-        else:
-            folder, model_id, resolved_rev = item
-    assert folder is not None and model_id is not None
+    fetched = yield from hubs.fetch(ref, hub or hubs.HubConfig(token=token), check=check)
+    folder, model_id, resolved_rev = fetched.folder, fetched.label_id, fetched.ref.revision
     yield ev.PhaseFinished("download", detail=str(folder))
     seconds["download"] = time.monotonic() - t0
 

@@ -21,6 +21,7 @@ import pytest
 from conftest import EZRUNNER, local_http_server
 from ezrunner.core import discovery
 from ezrunner.core.errors import EzError, UsageError
+from ezrunner.core.hubs import HubConfig
 
 HUB = Path(__file__).parent / "fixtures" / "hub"
 UNREACHABLE = "http://no-such-host.invalid"
@@ -190,7 +191,7 @@ def test_refused_port_fails_fast(monkeypatch):
     port = s.getsockname()[1]
     s.close()  # nothing listens there now
     t0 = time.monotonic()
-    out = discovery.search("qwen", ["hf"], hf_endpoint_url=f"http://127.0.0.1:{port}")
+    out = discovery.search("qwen", ["hf"], cfg=HubConfig(hf_endpoint=f"http://127.0.0.1:{port}"))
     assert time.monotonic() - t0 < 5
     assert "cannot connect" in out.errors["hf"]
     assert out.results == []
@@ -416,9 +417,87 @@ def test_hub_that_keeps_failing_hits_the_deadline_quietly(hub_env, capfd):
     # 503s make the hub client retry with back-off (about 23 s); the deadline cuts it,
     # and its "Retrying in ..." log lines stay off stderr (they would tear through the TUI).
     t0 = time.monotonic()
-    out = discovery.search("server-error", ["hf"], timeout=2)
+    out = discovery.search("server-error", ["hf"], cfg=HubConfig(timeout=2))
     assert time.monotonic() - t0 < 6
     assert "within 2s" in out.errors["hf"]
     time.sleep(1.2)  # let the abandoned worker log its next retry, if it would
     err = capfd.readouterr().err
     assert "Retrying" not in err and "thrown while requesting" not in err
+
+
+# ------------------------------------------------------------ ModelRef, HubConfig
+
+def test_parse_model_ref(tmp_path, tiny_model_dir):
+    from ezrunner.core.hubs import ModelRef, parse_model_ref
+
+    assert parse_model_ref("Qwen/Qwen2.5-0.5B") == ModelRef("hf", "Qwen/Qwen2.5-0.5B")
+    assert parse_model_ref(" gpt2 ", revision="main") == ModelRef("hf", "gpt2", "main")
+    for text in ("modelscope:Qwen/Qwen2.5-0.5B", "ms:Qwen/Qwen2.5-0.5B", "MS://Qwen/Qwen2.5-0.5B"):
+        assert parse_model_ref(text) == ModelRef("modelscope", "Qwen/Qwen2.5-0.5B")
+    assert parse_model_ref("Qwen/Qwen2.5-0.5B", "modelscope").source == "modelscope"
+    assert parse_model_ref(str(tiny_model_dir)) == ModelRef("local", str(tiny_model_dir.resolve()))
+    ref = ModelRef("modelscope", "Qwen/Qwen2.5-0.5B")
+    assert str(ref) == "Qwen/Qwen2.5-0.5B" and parse_model_ref(ref.text) == ref
+    assert parse_model_ref(ref) is ref
+
+
+@pytest.mark.parametrize(("text", "source", "message"), [
+    ("", "auto", "no model given"),
+    ("./nope", "auto", "model folder not found: ./nope"),
+    ("Qwen/Qwen2.5", "local", "model folder not found"),
+    ("org/model$(id)", "auto", "not a model id or folder"),
+    ("org/a--b", "auto", "not a valid model id: 'org/a--b'"),
+    ("Qwen/Qwen2.5", "civitai", "--source: unknown source 'civitai'"),
+])
+def test_bad_model_refs_are_usage_errors(text, source, message):
+    from ezrunner.core.hubs import parse_model_ref
+
+    with pytest.raises(UsageError) as e:
+        parse_model_ref(text, source)
+    assert message in e.value.message and e.value.exit_code == 2
+
+
+def test_model_ref_validates_on_construction():
+    from ezrunner.core.hubs import ModelRef
+
+    with pytest.raises(UsageError, match="not a valid model id"):
+        ModelRef("modelscope", "modelscope:Qwen/Qwen2.5-0.5B")
+    with pytest.raises(UsageError, match="--revision: not a valid revision"):
+        ModelRef("hf", "gpt2", "main\nRUN id")
+
+
+def test_hub_config_reads_the_environment_at_call_time(monkeypatch):
+    cfg = HubConfig()
+    monkeypatch.setenv("HF_ENDPOINT", "http://mirror.example/")
+    monkeypatch.setenv("HF_TOKEN", "hf_x")
+    monkeypatch.setenv("MODELSCOPE_ENDPOINT", "ms.example")
+    assert (cfg.hf_url(), cfg.hf_token(), cfg.ms_url()) == ("http://mirror.example", "hf_x", "https://ms.example")
+    given = HubConfig(hf_endpoint="http://a", ms_endpoint="http://b", token="t")
+    assert (given.hf_url(), given.hf_token(), given.ms_url()) == ("http://a", "t", "http://b")
+
+
+def test_search_results_carry_their_ref(hub_env, tiny_model_dir):
+    from ezrunner.core.hubs import ModelRef
+
+    out = discovery.search("qwen2.5-0.5b", ["hf", "modelscope"], limit=10)
+    refs = {r.ref for r in out.results}
+    assert ModelRef("hf", "Qwen/Qwen2.5-0.5B-Instruct") in refs
+    assert ModelRef("modelscope", "Qwen/Qwen2.5-0.5B-Instruct") in refs
+    local = discovery.search(str(tiny_model_dir), ["local"]).results
+    assert [r.ref for r in local] == [ModelRef("local", str(tiny_model_dir.resolve()))]
+    # a ref is what model_details takes
+    assert discovery.model_details(ModelRef("modelscope", "Qwen/Qwen2.5-0.5B-Instruct")).source == "modelscope"
+
+
+def test_fetching_a_local_folder(tmp_path, tiny_model_dir):
+    from ezrunner.core.hubs import ModelRef, fetch
+
+    gen = fetch(ModelRef("local", str(tiny_model_dir)), check=lambda: None)
+    with pytest.raises(StopIteration) as stop:
+        next(gen)
+    assert stop.value.value.folder == tiny_model_dir.resolve() and stop.value.value.label_id == tiny_model_dir.name
+    with pytest.raises(UsageError, match="--revision applies to hub ids"):
+        next(fetch(ModelRef("local", str(tiny_model_dir), "main"), check=lambda: None))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="no config.json"):
+        next(fetch(ModelRef("local", str(tmp_path / "empty")), check=lambda: None))

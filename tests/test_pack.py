@@ -18,14 +18,13 @@ from ezrunner.core.bundle.reader import find_bundle
 from ezrunner.core.bundle.writer import SplitWriter, plan_model_layer
 from ezrunner.core.engines import ENGINE_TABLE, get_spec
 from ezrunner.core.errors import EzError, UsageError
+from ezrunner.core.hubs import validate_repo_id, validate_revision
 from ezrunner.core.pack import (
     docker_error,
     dq,
     render_dockerfile,
     served_name_for,
     validate_image_ref,
-    validate_repo_id,
-    validate_revision,
 )
 
 HOSTILE_IDS = [

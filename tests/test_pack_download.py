@@ -174,3 +174,170 @@ def test_unreachable_hub_is_one_line(tmp_path, docker_engine):
     line = _error_line(proc.stderr)
     assert "ezr/tiny-llama" in line
     assert not (tmp_path / "b.tar").exists()
+
+
+# ---------------------------------------------------------------- ModelScope
+# The ModelScope download API as modelscope_hub (>= 1.38's client, what
+# modelscope.snapshot_download wraps) calls it: the file listing
+# GET /api/v1/models/{owner}/{name}/repo/files?Revision=&Recursive=True, answered
+# {"Code": 200, "Success": true, "Data": {"Files": [{"Path", "Name", "Type", "Size",
+# "Sha256", "Revision"}]}} (modelscope_hub/_legacy_api.py unwraps Data.Files;
+# _download.py reads Path/Type/Size/Sha256 and verifies the sha256), then one
+# GET /api/v1/models/{owner}/{name}/repo?Revision=&FilePath= per file, the raw bytes.
+# Anything else (its acceleration probe /api/v1/repos/internalAccelerationInfo)
+# answers 404, as the library tolerates. See tests/fixtures/hub/README.md.
+MS_REVISION = "c0ffee0000000000000000000000000000000000"
+
+
+class _MsHub(BaseHTTPRequestHandler):
+    files: dict[str, bytes] = {}
+    log: list[str] = []
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_GET(self):  # noqa: N802
+        from urllib.parse import parse_qs
+
+        u = urlparse(self.path)
+        query = parse_qs(u.query)
+        parts = [unquote(p) for p in u.path.strip("/").split("/")]
+        self.log.append(self.path)
+        if parts[:3] == ["api", "v1", "models"] and "/".join(parts[3:5]) == REPO:
+            if parts[5:] == ["repo", "files"]:
+                listing = [{"Name": n.rsplit("/", 1)[-1], "Path": n, "Type": "blob", "Size": len(b),
+                            "Sha256": hashlib.sha256(b).hexdigest(), "Revision": MS_REVISION}
+                           for n, b in sorted(self.files.items())]
+                return self._send(200, json.dumps({"Code": 200, "Success": True, "Data": {"Files": listing}}).encode())
+            name = query.get("FilePath", [""])[0]
+            if parts[5:] == ["repo"] and name in self.files:
+                return self._send(200, self.files[name], "application/octet-stream")
+        self._send(404, json.dumps({"Code": 10010205001, "Message": "model not found", "Success": False}).encode())
+
+    do_HEAD = do_GET
+
+
+@pytest.fixture
+def ms_hub(tiny_model_dir):
+    _MsHub.files = {p.relative_to(tiny_model_dir).as_posix(): p.read_bytes() for p in tiny_model_dir.rglob("*") if p.is_file()}
+    _MsHub.files["pytorch_model.bin"] = b"\0" * 4096  # a duplicate that must be skipped
+    _MsHub.log = []
+    with local_http_server(_MsHub) as url:
+        yield url
+
+
+@pytest.fixture
+def private_homes(monkeypatch, tmp_path):
+    monkeypatch.setenv("EZRUNNER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "ms-cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "EZRUNNER_SOURCE"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+def _download_phase(model, tmp_path, **kwargs):
+    """Run iter_pack up to the end of its download phase (no Docker needed)."""
+    from ezrunner.core import events as ev
+    from ezrunner.core.pack import iter_pack
+
+    gen = iter_pack(model, tmp_path / "b.tar", client=object(), **kwargs)
+    try:
+        for event in gen:
+            if isinstance(event, ev.PhaseFinished) and event.phase == "download":
+                return Path(event.detail)
+    finally:
+        gen.close()
+    raise AssertionError("no download phase")
+
+
+def test_modelscope_pick_is_downloaded_from_modelscope(ms_hub, private_homes, tiny_model_dir, monkeypatch):
+    # The TUI hands a ModelScope pick to pack as "modelscope:OWNER/NAME"; it used to
+    # fail with "not a valid model id" (issue 12).
+    monkeypatch.setenv("MODELSCOPE_ENDPOINT", ms_hub)
+    folder = _download_phase(f"modelscope:{REPO}", private_homes)
+    assert (folder / "model.safetensors").read_bytes() == (tiny_model_dir / "model.safetensors").read_bytes()
+    assert not (folder / "pytorch_model.bin").exists()
+    assert any(p.startswith(f"/api/v1/models/{REPO}/repo/files") for p in _MsHub.log)
+    assert not any("FilePath=pytorch_model.bin" in p for p in _MsHub.log)
+
+
+def _fetch(ref, cfg):
+    """``hubs.fetch`` run to its end: (events, FetchedModel)."""
+    from ezrunner.core import hubs
+
+    events = []
+    gen = hubs.fetch(ref, cfg, check=lambda: None)
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            return events, stop.value
+
+
+def test_fetch_a_modelscope_ref_through_the_hub_config(ms_hub, private_homes, tiny_model_dir, monkeypatch):
+    # The endpoint comes from the HubConfig (the TUI's hub seam), not the environment.
+    from ezrunner.core import events as ev
+    from ezrunner.core.hubs import HubConfig, ModelRef
+
+    monkeypatch.setenv("MODELSCOPE_ENDPOINT", "http://127.0.0.1:9")
+    events, fetched = _fetch(ModelRef("modelscope", REPO), HubConfig(ms_endpoint=ms_hub))
+    assert fetched.ref == ModelRef("modelscope", REPO) and fetched.label_id == REPO
+    assert fetched.folder.is_relative_to(private_homes / "home" / "models" / "modelscope")
+    assert (fetched.folder / "config.json").read_bytes() == (tiny_model_dir / "config.json").read_bytes()
+    assert isinstance(events[0], ev.PhaseStarted) and "ModelScope" in events[0].label
+    assert any(isinstance(e, ev.BytesProgress) and e.item == "done" for e in events)
+
+
+def test_fetch_a_missing_modelscope_model_is_one_line(ms_hub, private_homes):
+    from ezrunner.core.errors import EzError
+    from ezrunner.core.hubs import HubConfig, ModelRef
+
+    with pytest.raises(EzError) as e:
+        _fetch(ModelRef("modelscope", "ezr/nope"), HubConfig(ms_endpoint=ms_hub))
+    assert "ezr/nope" in e.value.message and "ModelScope" in e.value.message and "\n" not in e.value.message
+
+
+class _FlakyHub(_Hub):
+    """Breaks the first download of model.safetensors halfway through."""
+
+    broken: set[str] = set()
+
+    def _send(self, code, body=b"", headers=None, head=False):
+        name = unquote(urlparse(self.path).path).rsplit("/", 1)[-1]
+        if head or name != "model.safetensors" or name in self.broken:
+            return super()._send(code, body, headers, head)
+        self.broken.add(name)
+        self.send_response(code)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2])
+        self.wfile.flush()
+        self.close_connection = True
+
+
+def test_hf_download_recovers_from_a_broken_transfer(tiny_model_dir, private_homes, monkeypatch):
+    # The connection drops halfway through the weights; the client asks again (with a
+    # Range header once it has bytes to keep: here the whole file fits in one of its
+    # 10 MB chunks, so it starts over) and the file ends complete, pinned to the commit.
+    from ezrunner.core.hubs import HubConfig, ModelRef
+
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    _FlakyHub.files = {p.relative_to(tiny_model_dir).as_posix(): p.read_bytes() for p in tiny_model_dir.rglob("*") if p.is_file()}
+    _FlakyHub.log, _FlakyHub.broken = [], set()
+    with local_http_server(_FlakyHub) as url:
+        _events, fetched = _fetch(ModelRef("hf", REPO), HubConfig(hf_endpoint=url))
+    assert fetched.ref == ModelRef("hf", REPO, COMMIT)
+    assert (fetched.folder / "model.safetensors").read_bytes() == (tiny_model_dir / "model.safetensors").read_bytes()
+    gets = [p for c, p in _FlakyHub.log if c == "GET" and p.endswith("/model.safetensors")]
+    assert len(gets) == 2 and all(f"/resolve/{COMMIT}/" in p for p in gets)

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import EZRUNNER
 from ezrunner.core import hardware, modelinfo
-from ezrunner.core.discovery import ModelDetails, _fill_parameters_from_config
+from ezrunner.core.discovery import ModelDetails
 from ezrunner.core.errors import UsageError
+from ezrunner.core.hubs.local import fill_parameters_from_config as _fill_parameters_from_config
 from ezrunner.core.modelinfo import WeightFile
 from ezrunner.core.plan import WARNING_CODES, make_plan
 

@@ -155,7 +155,8 @@ async def main():
         w.profile = manual_profile(gpu_count=0, ram_gib=16)
         app.push_screen(BuildScreen())
         await until(pilot, lambda: app.build_job and app.build_job.progress.phase == "download"
-                    and app.build_job.progress.totals.get("download"), timeout=60, what="download")
+                    and getattr(app.build_job.progress.totals.get("download"), "total", None),
+                    timeout=60, what="download")
         job = app.build_job
         seen = job.progress.totals["download"].total
         await pilot.press("x")

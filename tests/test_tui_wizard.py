@@ -5,6 +5,7 @@ plan), with the two seams faked at the app's constructor: the hub endpoints
 from __future__ import annotations
 
 import pytest
+from ezrunner.core.hubs import ModelRef
 from ezrunner.tui.app import EzRunnerApp
 from ezrunner.tui.screens.hardware import HardwareScreen
 from ezrunner.tui.screens.review import ReviewScreen
@@ -184,7 +185,7 @@ async def test_demo_model_offline(tmp_path):
         await pilot.press("ctrl+d")
         await until(pilot, lambda: isinstance(app.screen, HardwareScreen), timeout=60, what="demo model chosen")
         assert app.wizard.details["architecture"] == "LlamaForCausalLM"
-        assert app.wizard.model.endswith("demo-model")
+        assert app.wizard.model.source == "local" and app.wizard.model.id.endswith("demo-model")
 
 
 async def test_bad_path_is_reported_in_the_details_pane(tmp_path):
@@ -193,7 +194,7 @@ async def test_bad_path_is_reported_in_the_details_pane(tmp_path):
         await open_search(pilot, app)
         await type_into(pilot, app, "#search-query", str(tmp_path / "missing-model"))
         await pilot.press("enter")
-        await until(pilot, lambda: "no such model folder" in static_text(app, "#search-details"), what="error")
+        await until(pilot, lambda: "model folder not found" in static_text(app, "#search-details"), what="error")
         assert isinstance(app.screen, SearchScreen)
 
 
@@ -220,9 +221,49 @@ async def test_hub_search_details_and_plan_from_recorded_responses(replay_hub, p
         await until(pilot, lambda: table.get_row_at(hf_row)[4] == "safetensors", what="format cell")
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, HardwareScreen), what="hardware")
-        assert app.wizard.model == "Qwen/Qwen2.5-0.5B-Instruct"
+        assert app.wizard.model == ModelRef("hf", "Qwen/Qwen2.5-0.5B-Instruct")
         await pilot.press("ctrl+n")
         await until(pilot, lambda: isinstance(app.screen, ReviewScreen) and app.wizard.plan is not None, what="plan")
         plan = app.wizard.plan
         assert plan["engine"] == "vllm" and plan["fits"] is True
         assert plan["weights_bytes"] > 500_000_000  # ~0.5 B parameters in bfloat16, from hub metadata
+
+
+async def test_modelscope_pick_reaches_the_modelscope_download(replay_hub, private_caches, monkeypatch, tmp_path):
+    """A ModelScope result picked in the wizard is packed from ModelScope (its source
+    travels in the ModelRef). It used to fail with "not a valid model id:
+    'modelscope:...'" before any download (issue 12). The replay hub has the file
+    list but not the 1 GB weights, so the download itself fails - on ModelScope."""
+    from ezrunner.core.hardware import manual_profile
+    from ezrunner.tui.screens.build import BuildScreen
+    from test_discovery import _Replay
+
+    monkeypatch.setenv("EZRUNNER_HOME", str(tmp_path / "home"))
+    app = EzRunnerApp(hub=replay_hub, nvml=FakeNvml([A100_80G]), docker=object(), show_version=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        search = await open_search(pilot, app)
+        search.query_one("#src-local").value = False
+        search.query_one("#src-hf").value = False
+        await type_into(pilot, app, "#search-query", "qwen2.5-0.5b")
+        await pilot.press("enter")
+        table = search.query_one("#search-results", DataTable)
+        await until(pilot, lambda: table.row_count > 0, what="results")
+        row = next(i for i in range(table.row_count) if table.get_row_at(i)[0] == "Qwen/Qwen2.5-0.5B-Instruct")
+        assert table.get_row_at(row)[1] == "ms"
+        table.focus()
+        table.move_cursor(row=row)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, HardwareScreen), what="hardware")
+        assert app.wizard.model == ModelRef("modelscope", "Qwen/Qwen2.5-0.5B-Instruct")
+        w = app.wizard
+        w.engine, w.output = "transformers", str(tmp_path / "ms.tar")
+        w.profile = manual_profile(gpu_count=0, ram_gib=16)
+        _Replay.log.clear()
+        app.push_screen(BuildScreen())
+        await until(pilot, lambda: app.build_job and app.build_job.progress.state != "running", timeout=60, what="the end")
+        error = app.build_job.progress.error or ""
+        assert "not a valid model id" not in error
+        assert "from ModelScope failed" in error, error
+        downloads = [r for r in _Replay.log if r["query"].get("FilePath") == ["model.safetensors"]]
+        assert downloads and downloads[0]["path"] == "/api/v1/models/Qwen/Qwen2.5-0.5B-Instruct/repo"
+        assert not list(tmp_path.glob("ms.tar*"))

@@ -63,32 +63,31 @@ class Services:
     docker: Any = None
     _docker_client: Any = field(default=None, repr=False)
 
-    # ---- discovery (ezrunner.core.discovery, issue 3) ------------------------------------------
-    def _endpoints(self) -> dict[str, str]:
+    # ---- discovery (ezrunner.core.discovery) -----------------------------------------------
+    def hub_config(self) -> Any:
+        """The core ``HubConfig`` of the ``hub`` seam (None fields: the environment's)."""
+        from ezrunner.core.hubs import HubConfig
+
         hub = self.hub or {}
-        out = {}
-        if hub.get("hf"):
-            out["hf_endpoint_url"] = hub["hf"]
-        if hub.get("modelscope"):
-            out["ms_endpoint_url"] = hub["modelscope"]
-        if hub.get("timeout"):
-            out["timeout"] = float(hub["timeout"])
-        return out
+        timeout = {"timeout": float(hub["timeout"])} if hub.get("timeout") else {}
+        return HubConfig(hf_endpoint=hub.get("hf") or None, ms_endpoint=hub.get("modelscope") or None, **timeout)
 
     def search(self, query: str, sources: Iterable[str], limit: int = 30) -> SearchOutcome:
+        """Rows as dicts for the table, each with its ``ref`` (the ``ModelRef`` a pick means)."""
         from ezrunner.core import discovery
 
-        out = discovery.search(query, list(sources), limit, **self._endpoints())
+        out = discovery.search(query, list(sources), limit, cfg=self.hub_config())
         return SearchOutcome(
-            results=[as_dict(r) for r in out.results],
+            results=[{**as_dict(r), "ref": _ref_of(r)} for r in out.results],
             problems=[f"{source}: {reason}" for source, reason in out.errors.items()],
         )
 
-    def model_details(self, model: str) -> Any:
-        """The core ``ModelDetails`` (``as_dict`` gives what the screens show)."""
+    def model_details(self, model: Any) -> Any:
+        """The core ``ModelDetails`` of ``model`` (a ``ModelRef``, or text: a folder or
+        hub id); ``as_dict`` gives what the screens show."""
         from ezrunner.core import discovery
 
-        return discovery.model_details(model, **self._endpoints())
+        return discovery.model_details(model, cfg=self.hub_config())
 
     # ---- hardware -------------------------------------------------------------------------
     def probe(self) -> Any:
@@ -142,6 +141,7 @@ class Services:
         model = options.pop("model")
         output = options.pop("output")
         options = {k: v for k, v in options.items() if v is not None}
+        options.setdefault("hub", self.hub_config())
         if self.docker is not None and "client" not in options:
             options["client"] = self.docker_client()
         try:
@@ -213,6 +213,14 @@ class _Cancelled(EzError):
 
 
 Cancelled = _Cancelled
+
+
+def _ref_of(result: Any) -> Any:
+    """``result.ref``, or None for an id the hub allows but a ModelRef does not."""
+    try:
+        return result.ref
+    except EzError:
+        return None
 
 
 def _problem_line(problem: Any) -> str:

@@ -4,7 +4,10 @@ and finds it again)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ezrunner.core.hubs import ModelRef
 
 SOURCES = ("hf", "modelscope", "local")
 
@@ -16,7 +19,7 @@ class WizardState:
     sources: set[str] = field(default_factory=lambda: set(SOURCES))
     results: list[dict[str, Any]] = field(default_factory=list)
     hub_notice_shown: bool = False
-    model: str | None = None
+    model: ModelRef | None = None  # what was picked: search, details, plan and pack take it
     details: dict[str, Any] | None = None  # as shown
     details_obj: Any = None  # the core ModelDetails the plan and pack use
     # 2. hardware

@@ -33,12 +33,14 @@ def _run(args: argparse.Namespace) -> int:
 
     from ezrunner.core import discovery
     from ezrunner.core.errors import UsageError
+    from ezrunner.core.hubs import HubConfig
 
     if args.timeout <= 0:
         raise UsageError(f"--timeout: must be more than 0, got {args.timeout}")
+    cfg = HubConfig(timeout=args.timeout)
     if args.info:
-        source = {"all": "auto", "local": "local", "hf": "hf", "modelscope": "modelscope"}[args.source]
-        details = discovery.model_details(args.info, args.revision, source=source, timeout=args.timeout)
+        source = "auto" if args.source == "all" else args.source
+        details = discovery.model_details(args.info, args.revision, source=source, cfg=cfg)
         if args.json:
             print(json.dumps(details.to_dict(), indent=2))
         else:
@@ -46,7 +48,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if not args.query and args.source != "local":
         raise UsageError("search: give a QUERY (or --source local to list local models)", hint="e.g. ezrunner search qwen2.5")
-    outcome = discovery.search(args.query, [args.source], args.limit, timeout=args.timeout)
+    outcome = discovery.search(args.query, [args.source], args.limit, cfg=cfg)
     if args.json:
         print(json.dumps(outcome.to_dict(), indent=2))
     else:

@@ -108,13 +108,13 @@ class ReviewScreen(EzScreen[None]):
         s = self.app.wizard
         where = "THIS machine" if s.for_this_machine else "ANOTHER machine"
         summary = s.profile.summary() if hasattr(s.profile, "summary") else ""
-        name = (s.model or "").rstrip("/").split("/")[-1]
+        name = str(s.model or "").rstrip("/").split("/")[-1]
         return f"For {where}: {summary} · model {name}"
 
     def _default_output(self) -> str:
         from pathlib import Path
 
-        name = (self.app.wizard.model or "model").rstrip("/").split("/")[-1] or "model"
+        name = str(self.app.wizard.model or "model").rstrip("/").split("/")[-1] or "model"
         return str(Path.cwd() / f"{name}.tar")
 
     def on_mount(self) -> None:

@@ -4,7 +4,7 @@ or take the built-in demo model."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ezrunner.tui.format import human_bytes, human_count, pick, yes_no
 from ezrunner.tui.screens.base import EzScreen
@@ -16,6 +16,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Footer, Header, Input, Static
+
+if TYPE_CHECKING:
+    from ezrunner.core.hubs import ModelRef
 
 SOURCE_LABELS = {"hf": "HF", "modelscope": "ModelScope", "local": "Local"}
 SOURCE_SHORT = {"hf": "hf", "modelscope": "ms", "local": "local", "hf-cache": "hf-c", "modelscope-cache": "ms-c"}
@@ -45,7 +48,7 @@ class SearchScreen(EzScreen[None]):
             self.query = query
 
     class DetailsReady(Message):
-        def __init__(self, model: str, details: dict[str, Any] | None, error: str | None, advance: bool) -> None:
+        def __init__(self, model: ModelRef | str, details: dict[str, Any] | None, error: str | None, advance: bool) -> None:
             super().__init__()
             self.model = model
             self.details = details
@@ -148,7 +151,7 @@ class SearchScreen(EzScreen[None]):
                 key=str(index),
             )
 
-    def _fill_format(self, model: str, details: dict[str, Any]) -> None:
+    def _fill_format(self, model: ModelRef | str, details: dict[str, Any]) -> None:
         """The search API does not say the weight format; the details do - fill it in."""
         fmt = details.get("weight_format")
         if not fmt:
@@ -163,15 +166,11 @@ class SearchScreen(EzScreen[None]):
                     pass
 
     @staticmethod
-    def _model_of(row: dict[str, Any]) -> str | None:
-        if row.get("path"):
-            return str(row["path"])
-        model = str(row.get("id") or "")
-        if model and row.get("source") == "modelscope":
-            return f"modelscope:{model}"
-        return model or None
+    def _model_of(row: dict[str, Any]) -> ModelRef | None:
+        """The ``ModelRef`` a pick of ``row`` means (from ``SearchResult.ref``)."""
+        return row.get("ref")
 
-    def _row_model(self, row_key: Any) -> str | None:
+    def _row_model(self, row_key: Any) -> ModelRef | None:
         try:
             row = self.app.wizard.results[int(row_key.value)]
         except (ValueError, IndexError, AttributeError, TypeError):
@@ -191,13 +190,16 @@ class SearchScreen(EzScreen[None]):
         if model:
             self.choose(model)
 
-    def choose(self, model: str) -> None:
+    def choose(self, model: ModelRef | str) -> None:
         self.query_one("#search-details", Static).update(f"Reading {model}…")
         self.load_details(model, advance=True)
 
     @work(thread=True, exclusive=True, group="details", exit_on_error=False, description="model details")
-    def load_details(self, model: str, advance: bool) -> None:
+    def load_details(self, model: ModelRef | str, advance: bool) -> None:
         try:
+            from ezrunner.core.hubs import parse_model_ref
+
+            model = parse_model_ref(model)  # a typed folder path: a local ModelRef
             obj = self.app.services.model_details(model)
             from ezrunner.tui.services import as_dict
 
@@ -263,7 +265,7 @@ class SearchScreen(EzScreen[None]):
         self.app.call_from_thread(self.choose, str(dest))
 
 
-def describe_details(model: str, d: dict[str, Any]) -> str:
+def describe_details(model: ModelRef | str, d: dict[str, Any]) -> str:
     """The details pane, from ``ModelDetails.to_dict()``."""
     files = d.get("weight_files") or []
     names = [str(f.get("path")) if isinstance(f, dict) else str(f) for f in files[:3]]
