@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ezrunner.core import hardware, modelinfo
-from ezrunner.core.discovery import ModelDetails, _fill_parameters_from_config
 from ezrunner.core.errors import UsageError
 from ezrunner.core.hardware import GpuInfo, HardwareProfile
+from ezrunner.core.hubs.base import ModelDetails
+from ezrunner.core.hubs.local import fill_parameters_from_config
 from ezrunner.core.modelinfo import WeightFile
 from ezrunner.core.plan import make_plan
 
@@ -39,7 +40,7 @@ def _details(name: str, fmt: str | None = "safetensors", **extra: Any) -> ModelD
     cfg = modelinfo.parse_config(extra.pop("data", None) or _config_json(name), where=name)
     d = ModelDetails(model=name, source="local", config=cfg, files=files, **extra)
     if not d.parameters_by_dtype and not extra.get("parameters"):
-        _fill_parameters_from_config(d)
+        fill_parameters_from_config(d)
     return d
 
 
