@@ -137,8 +137,8 @@ def test_pack_from_the_hub_pins_the_commit_and_skips_duplicates(packed_bundle, f
     assert m.model == REPO
     assert m.revision == COMMIT
     assert "pytorch_model.bin" not in m.files
-    assert set(m.files) == set(packed_bundle.manifest["files"])
-    assert m.files == packed_bundle.manifest["files"]  # same bytes as the local folder
+    assert set(m.files) == set(packed_bundle.manifest.files)
+    assert m.files == packed_bundle.manifest.files  # same bytes as the local folder
     assert not any(p.endswith("pytorch_model.bin") for _c, p in _Hub.log if "/resolve/" in p)
     # downloads were pinned to the commit, not to "main"
     assert all(f"/resolve/{COMMIT}/" in p for _c, p in _Hub.log if "/resolve/" in p)
