@@ -47,7 +47,6 @@ from ezrunner.core.units import human_bytes
 
 BLOCK = 512
 CHUNK = 1 << 20  # 1 MiB: hashed and written while still in the CPU cache (8 MiB was 2-3x slower)
-_ZERO_BLOCK = b"\0" * BLOCK
 
 
 def _pad(n: int) -> int:
