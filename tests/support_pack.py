@@ -13,21 +13,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from ezrunner.core.bundle.format import BundleManifest
+    from ezrunner.core.pack import PackResult
 
 
 @dataclass(frozen=True)
 class PackedBundle:
     path: Path  # BUNDLE.tar
     sidecar: Path  # BUNDLE.tar.sha256
-    manifest: dict[str, Any]  # the ezrunner-bundle.json content
+    manifest: BundleManifest  # the ezrunner-bundle.json content
     image_tag: str  # ezrunner/<name>:<tag> (what `docker load` creates)
     image_id: str  # sha256:<hex of the config blob>
     engine_image: str  # the cached engine image tag
     sha256: str
-    result: dict[str, Any]  # PackResult.to_dict()
+    result: PackResult
 
 
 def pack_home(tmp_path_factory) -> Path:
@@ -37,12 +41,12 @@ def pack_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def packed_bundle(tmp_path_factory, base_image, tiny_model_dir) -> PackedBundle:
-    from ezrunner.core.pack import pack
+    from ezrunner.core.pack import PackOptions, pack
 
     out = tmp_path_factory.mktemp("packed") / "tiny-llama.tar"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EZRUNNER_HOME", str(pack_home(tmp_path_factory)))
-        result = pack(str(tiny_model_dir), out, base_image=base_image, engine="transformers", device="cpu", plan=None)
+        result = pack(PackOptions(str(tiny_model_dir), out, base_image=base_image, engine="transformers", device="cpu"))
     return PackedBundle(
         path=Path(result.bundle),
         sidecar=Path(result.sidecar),
@@ -51,7 +55,7 @@ def packed_bundle(tmp_path_factory, base_image, tiny_model_dir) -> PackedBundle:
         image_id=result.image_id,
         engine_image=result.engine_image,
         sha256=result.sha256,
-        result=result.to_dict(),
+        result=result,
     )
 
 

@@ -262,12 +262,12 @@ def engine_bundle(request, docker_engine, base_image, tiny_model_dir, tmp_path_f
         if path.exists():
             return path
     from ezrunner.core.events import PhaseFinished
-    from ezrunner.core.pack import iter_pack
+    from ezrunner.core.pack import PackOptions, iter_pack
 
     out = tmp_path_factory.mktemp("run-engine") / "tiny-llama.tar"
     last = None
-    for event in iter_pack(str(tiny_model_dir), out, base_image=base_image, engine="transformers", device="cpu",
-                           yes=True, client=docker_engine):
+    for event in iter_pack(PackOptions(str(tiny_model_dir), out, base_image=base_image, engine="transformers",
+                                       device="cpu", yes=True, client=docker_engine)):
         if isinstance(event, PhaseFinished):
             last = event
     assert out.exists(), f"pack wrote no bundle ({last})"

@@ -16,16 +16,12 @@ from conftest import EZRUNNER
 from ezrunner.core.bundle import format as B
 from ezrunner.core.bundle.reader import find_bundle
 from ezrunner.core.bundle.writer import SplitWriter, plan_model_layer
+from ezrunner.core.docker_api import docker_error
+from ezrunner.core.engine_image import dq, render_dockerfile, validate_image_ref
 from ezrunner.core.engines import ENGINE_TABLE, get_spec
 from ezrunner.core.errors import EzError, UsageError
 from ezrunner.core.hubs import validate_repo_id, validate_revision
-from ezrunner.core.pack import (
-    docker_error,
-    dq,
-    render_dockerfile,
-    served_name_for,
-    validate_image_ref,
-)
+from ezrunner.core.pack import served_name_for
 
 HOSTILE_IDS = [
     "org/model\nRUN rm -rf /",
@@ -183,11 +179,11 @@ def test_split_writer_parts_join_to_the_same_bytes(tmp_path):
     w = SplitWriter(lambda i: B.part_path(tmp_path / "b.tar", i), 2 * 1024 * 1024)
     for k in range(0, len(data), 700_000):
         w.write(data[k:k + 700_000])
-    digest = w.close()
+    w.close()
+    assert w.written == len(data)
     parts = find_bundle(tmp_path / "b.tar").parts
     assert [p.name for p in parts] == ["b.tar.part-001", "b.tar.part-002", "b.tar.part-003"]
     assert b"".join(p.read_bytes() for p in parts) == data
-    assert digest == hashlib.sha256(data).hexdigest()
 
 
 def test_bundle_names_and_sidecar(tmp_path):
@@ -226,9 +222,10 @@ def test_cli_daemon_unreachable_is_one_line(tmp_path, tiny_model_dir):
 
 
 def test_plan_that_does_not_fit_needs_yes(tmp_path, tiny_model_dir):
-    from ezrunner.core.pack import iter_pack
+    from ezrunner.core.pack import PackOptions, iter_pack
 
-    gen = iter_pack(str(tiny_model_dir), tmp_path / "b.tar", plan={"fits": False, "reasons": ["needs 80 GiB of GPU memory"], "engine": "vllm", "device": "cuda"})
+    gen = iter_pack(PackOptions(str(tiny_model_dir), tmp_path / "b.tar",
+                                plan={"fits": False, "reasons": ["needs 80 GiB of GPU memory"], "engine": "vllm", "device": "cuda"}))
     with pytest.raises(EzError, match="does not fit") as info:
         list(gen)
     assert "--yes" in (info.value.hint or "")
@@ -286,7 +283,7 @@ def test_cli_socket_permission_denied_is_one_line(tmp_path):
 
 def test_stale_temporaries_of_dead_packs_are_removed(tmp_path):
     """What `kill -9` leaves (it cannot be caught) is removed by the next pack."""
-    from ezrunner.core.pack import _clean_stale
+    from ezrunner.core.bundle.writer import clean_stale_temporaries
 
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -295,13 +292,13 @@ def test_stale_temporaries_of_dead_packs_are_removed(tmp_path):
     other = tmp_path / f".c.tar.ezpack-{dead.pid}.tmp"  # another bundle's file stays
     for p in [*stale, alive, other]:
         p.write_bytes(b"x")
-    _clean_stale(tmp_path / "b.tar")
+    clean_stale_temporaries(tmp_path / "b.tar")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name])
 
 
 def test_split_writer_patch_spans_parts(tmp_path):
     data = bytearray(os.urandom(3 * 1024 * 1024))
-    w = SplitWriter(lambda i: B.part_path(tmp_path / "b.tar", i), 1024 * 1024, hashing=False)
+    w = SplitWriter(lambda i: B.part_path(tmp_path / "b.tar", i), 1024 * 1024)
     w.write(bytes(data))
     patch = b"P" * 40
     w.patch(1024 * 1024 - 20, patch)  # across part 1 -> 2 (both closed by now)
@@ -310,3 +307,85 @@ def test_split_writer_patch_spans_parts(tmp_path):
     data[1024 * 1024 - 20:1024 * 1024 + 20] = patch
     data[-8:] = b"Q" * 8
     assert b"".join(p.read_bytes() for p in find_bundle(tmp_path / "b.tar").parts) == bytes(data)
+
+
+# ---- the bundle writer: the same inputs give the same bytes ------------------------------------
+
+# sha256, size and image id of the bundle below, recorded with the writer as it was
+# before the refactor to BundleWriter (issue 12): the format must not move by a byte.
+GOLDEN_SHA256 = "49343dabd459e54ccdd8e3cb027190865241cb80b607480961cc0394c71fc179"
+GOLDEN_SIZE = 2921984
+GOLDEN_IMAGE_ID = "sha256:39aa385f0b3795a4bf0e2fe659a8d3e6b1dd8d9c3e17084a31470ffbbe9bfba4"
+GOLDEN_TAG = "ezrunner/tiny:transformers-cpu-4aef23780913"
+
+
+def _golden_contents(root: Path):
+    from ezrunner.core.bundle.writer import BundleContents
+
+    m = root / "org-tiny"
+    (m / "sub").mkdir(parents=True)
+    (m / "config.json").write_text('{"model_type": "llama"}')
+    (m / "model.safetensors").write_bytes(bytes(range(256)) * 6000 + b"tail")
+    (m / "sub" / "tokenizer.json").write_text("{}" * 300)
+    for p in m.rglob("*"):
+        os.utime(p, (1_700_000_000, 1_700_000_000))
+    (root / "engine").mkdir()
+    l1, l2 = root / "engine" / "l1.tar", root / "engine" / "l2.tar"
+    l1.write_bytes(b"a" * 70_000 + b"b" * 123)
+    l2.write_bytes(b"c" * 1_300_000)
+    d1, d2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    config = {"architecture": "amd64", "os": "linux", "config": {"Env": ["A=1"], "Labels": {"x": "y"}},
+              "rootfs": {"type": "layers", "diff_ids": [d1, d2, d1]}, "history": [{"created_by": "x"}], "id": "drop"}
+    layers = [(l1, l1.stat().st_size, d1), (l2, l2.stat().st_size, d2), (l1, l1.stat().st_size, d1)]
+    spec = get_spec("transformers", "cpu")
+    plan = {"engine": "transformers", "device": "cpu", "fits": True}
+    from ezrunner.core.engines import ServeRequest
+
+    manifest = B.BundleManifest(model="org/tiny", revision="abc", served_model_name="tiny", engine="transformers",
+                                device="cpu", plan=plan, image_id="", image_tag="", ezrunner_version="9.9.9",
+                                created="2024-01-02T03:04:05Z")
+    return BundleContents(m, manifest, spec, spec.serve_argv(ServeRequest("tiny", plan)), config, layers,
+                          mtime=1_700_000_000)
+
+
+@pytest.mark.parametrize("part_size", [None, 1 << 20], ids=["one-file", "parts"])
+def test_bundle_writer_bytes_are_pinned(tmp_path, monkeypatch, part_size):
+    from ezrunner.core.bundle.writer import BundleWriter
+
+    monkeypatch.setattr(B, "__version__", "9.9.9")
+    out = tmp_path / "out"
+    out.mkdir()
+    events = []
+    written = BundleWriter(_golden_contents(tmp_path), out / "b.tar", part_size=part_size, check=lambda: None,
+                           emit=events.append).write()
+    files = sorted(p.name for p in out.iterdir())
+    if part_size is None:
+        assert files == ["b.tar", "b.tar.sha256"] and written.parts == []
+        data = (out / "b.tar").read_bytes()
+    else:
+        assert files == ["b.tar.part-001", "b.tar.part-002", "b.tar.part-003", "b.tar.sha256"]
+        assert written.parts == [out / n for n in files[:3]]
+        data = b"".join((out / n).read_bytes() for n in files[:3])
+    assert (written.sha256, written.size) == (GOLDEN_SHA256, GOLDEN_SIZE)
+    assert hashlib.sha256(data).hexdigest() == GOLDEN_SHA256
+    assert (written.manifest.image_id, written.manifest.image_tag) == (GOLDEN_IMAGE_ID, GOLDEN_TAG)
+    assert B.BundleManifest.from_json_bytes(data[512:512 + len(written.manifest.to_json_bytes())]) == written.manifest
+    assert events[0].phase == "export" and events[0].label == "writing b.tar"
+
+
+def test_bundle_writer_failure_leaves_nothing(tmp_path):
+    """A cancel (``check`` raising) midway removes every temporary; nothing final appears."""
+    from ezrunner.core.bundle.writer import BundleWriter
+
+    out = tmp_path / "out"
+    out.mkdir()
+    calls = [0]
+
+    def check():
+        calls[0] += 1
+        if calls[0] > 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        BundleWriter(_golden_contents(tmp_path), out / "b.tar", part_size=None, check=check, emit=lambda e: None).write()
+    assert list(out.iterdir()) == []

@@ -58,7 +58,7 @@ def test_bundle_layout_and_sidecar(packed_bundle, tiny_model_dir):
         first = tf.next()
         assert first.name == B.BUNDLE_MANIFEST_NAME
         m = json.load(tf.extractfile(first))
-    assert m == b.manifest
+    assert m == b.manifest.to_dict()
     assert m["format"] == B.BUNDLE_FORMAT
     assert m["engine"] == "transformers" and m["device"] == "cpu"
     assert m["served_model_name"] == "tiny-llama"
@@ -137,10 +137,11 @@ def test_end_to_end_load_run_chat(packed_bundle, docker_engine):
 
 
 def test_split_join_round_trip(packed_bundle, tmp_path, tiny_model_dir, base_image):
-    from ezrunner.core.pack import pack
+    from ezrunner.core.pack import PackOptions, pack
 
     out = tmp_path / "split.tar"
-    result = pack(str(tiny_model_dir), out, base_image=base_image, engine="transformers", device="cpu", plan={}, split_size="300M")
+    result = pack(PackOptions(str(tiny_model_dir), out, base_image=base_image, engine="transformers", device="cpu", plan={},
+                              split_size="300M"))
     parts = [Path(p) for p in result.parts]
     assert len(parts) >= 2
     assert [p.name for p in parts] == [f"split.tar.part-{i:03d}" for i in range(1, len(parts) + 1)]
@@ -156,24 +157,24 @@ def test_split_join_round_trip(packed_bundle, tmp_path, tiny_model_dir, base_ima
         proc = subprocess.run(["skopeo", "inspect", f"docker-archive:{out}"], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
     # the same model + engine gives the same model layer as the single-file bundle
-    assert result.manifest["files"] == packed_bundle.manifest["files"]
+    assert result.manifest.files == packed_bundle.manifest.files
     assert result.engine_reused
 
 
 def test_second_model_reuses_the_engine_image(packed_bundle, tmp_path, base_image, docker_engine):
     from ezrunner.core.demo_model import write_demo_model
-    from ezrunner.core.pack import pack
+    from ezrunner.core.pack import PackOptions, pack
 
     other = write_demo_model(tmp_path / "other-llama", preset="tiny", num_hidden_layers=1)
     events = []
-    result = pack(str(other), tmp_path / "other.tar", base_image=base_image, engine="transformers", device="cpu",
-                  plan={}, on_event=events.append)
+    result = pack(PackOptions(str(other), tmp_path / "other.tar", base_image=base_image, engine="transformers", device="cpu",
+                              plan={}), on_event=events.append)
     assert result.engine_image == packed_bundle.engine_image
     assert result.engine_reused
     from ezrunner.core.events import StepProgress
 
     assert not any(isinstance(e, StepProgress) for e in events)  # no Dockerfile step ran
-    assert result.manifest["served_model_name"] == "other-llama"
+    assert result.manifest.served_model_name == "other-llama"
 
 
 def test_missing_base_image_says_how_to_load_it(tmp_path, tiny_model_dir, docker_engine):
@@ -248,26 +249,28 @@ def test_disk_full_leaves_no_partial_bundle(packed_bundle, small_tmpfs, tmp_path
 def test_disk_full_while_writing_leaves_nothing(packed_bundle, small_tmpfs, tmp_path_factory, base_image, tiny_model_dir, monkeypatch):
     """The disk fills up during the write (the estimate passed): ENOSPC -> one
     line, temporaries removed."""
-    from ezrunner.core import pack as pack_mod
+    from ezrunner.core.bundle import writer
     from ezrunner.core.errors import EzError
+    from ezrunner.core.pack import PackOptions, pack
 
     monkeypatch.setenv("EZRUNNER_HOME", str(pack_home(tmp_path_factory)))
-    monkeypatch.setattr(pack_mod, "MIN_FREE_MARGIN", -(10 << 30))  # pretend there is room
+    monkeypatch.setattr(writer, "MIN_FREE_MARGIN", -(10 << 30))  # pretend there is room
     with pytest.raises(EzError, match="disk is full"):
-        pack_mod.pack(str(tiny_model_dir), small_tmpfs / "b.tar", base_image=base_image, engine="transformers", device="cpu", plan={})
+        pack(PackOptions(str(tiny_model_dir), small_tmpfs / "b.tar", base_image=base_image, engine="transformers", device="cpu",
+                         plan={}))
     assert _leftovers(small_tmpfs) == []
 
 
 def test_vllm_bundle_labels_and_command(tmp_path, tiny_model_dir, base_image, docker_engine):
     """The vLLM template built on the local test base (no vLLM image can be pulled
     here): the labels and command the run side reads, checked by skopeo."""
-    from ezrunner.core.pack import pack
+    from ezrunner.core.pack import PackOptions, pack
 
     plan = {"engine": "vllm", "device": "cuda", "fits": True, "dtype": "bfloat16", "max_model_len": 2048,
             "max_concurrent_sequences": 4, "tensor_parallel_size": 1, "gpu_memory_utilization": 0.9}
-    result = pack(str(tiny_model_dir), tmp_path / "v.tar", base_image=base_image, plan=plan)
+    result = pack(PackOptions(str(tiny_model_dir), tmp_path / "v.tar", base_image=base_image, plan=plan))
     try:
-        assert result.manifest["engine"] == "vllm" and result.manifest["device"] == "cuda"
+        assert result.manifest.engine == "vllm" and result.manifest.device == "cuda"
         if shutil.which("skopeo"):
             proc = subprocess.run(["skopeo", "inspect", "--config", f"docker-archive:{tmp_path / 'v.tar'}"],
                                   capture_output=True, text=True, timeout=300)

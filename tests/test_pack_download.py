@@ -137,8 +137,8 @@ def test_pack_from_the_hub_pins_the_commit_and_skips_duplicates(packed_bundle, f
     assert m.model == REPO
     assert m.revision == COMMIT
     assert "pytorch_model.bin" not in m.files
-    assert set(m.files) == set(packed_bundle.manifest["files"])
-    assert m.files == packed_bundle.manifest["files"]  # same bytes as the local folder
+    assert set(m.files) == set(packed_bundle.manifest.files)
+    assert m.files == packed_bundle.manifest.files  # same bytes as the local folder
     assert not any(p.endswith("pytorch_model.bin") for _c, p in _Hub.log if "/resolve/" in p)
     # downloads were pinned to the commit, not to "main"
     assert all(f"/resolve/{COMMIT}/" in p for _c, p in _Hub.log if "/resolve/" in p)
@@ -239,7 +239,7 @@ def private_homes(monkeypatch, tmp_path):
     monkeypatch.setenv("EZRUNNER_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "ms-cache"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "EZRUNNER_SOURCE"):
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         monkeypatch.delenv(var, raising=False)
     return tmp_path
 
@@ -247,9 +247,9 @@ def private_homes(monkeypatch, tmp_path):
 def _download_phase(model, tmp_path, **kwargs):
     """Run iter_pack up to the end of its download phase (no Docker needed)."""
     from ezrunner.core import events as ev
-    from ezrunner.core.pack import iter_pack
+    from ezrunner.core.pack import PackOptions, iter_pack
 
-    gen = iter_pack(model, tmp_path / "b.tar", client=object(), **kwargs)
+    gen = iter_pack(PackOptions(model, tmp_path / "b.tar", client=object(), **kwargs))
     try:
         for event in gen:
             if isinstance(event, ev.PhaseFinished) and event.phase == "download":

@@ -138,14 +138,12 @@ class Services:
         the core, which removes its temporaries when it stops."""
         from ezrunner.core import pack as pack_mod
 
-        model = options.pop("model")
-        output = options.pop("output")
         options = {k: v for k, v in options.items() if v is not None}
         options.setdefault("hub", self.hub_config())
         if self.docker is not None and "client" not in options:
             options["client"] = self.docker_client()
         try:
-            return pack_mod.pack(model, output, on_event=on_event, cancelled=cancelled, **options)
+            return pack_mod.pack(pack_mod.PackOptions(**options, cancelled=cancelled), on_event=on_event)
         except pack_mod.PackCancelled as exc:
             raise _Cancelled() from exc
 

@@ -10,21 +10,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from collections.abc import Generator, Iterator
+from typing import Any, TypeVar
 
-
-def _add_target_flags(p: argparse.ArgumentParser) -> None:
-    try:
-        from ezrunner.cli._target import add_target_arguments
-    except ImportError:  # issue 3's module not there yet: the file form only
-        g = p.add_argument_group("target")
-        g.add_argument("--target", metavar="FILE", help="hardware profile JSON of the target machine")
-        g.add_argument("--cpu-only", action="store_true", help="the target has no NVIDIA GPU")
-        return
-    add_target_arguments(p)
+T = TypeVar("T")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ezrunner.cli._target import add_target_arguments
+
     p = sub.add_parser(
         "pack",
         help="pack a model + inference engine into one offline Docker bundle",
@@ -37,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", metavar="MODEL", help="hub id (owner/name) or a local model folder")
     p.add_argument("-o", "--output", metavar="BUNDLE.tar", required=True, help="the bundle file to write")
-    _add_target_flags(p)
+    add_target_arguments(p)
     p.add_argument("--engine", choices=("auto", "vllm", "transformers"), default="auto",
                    help="serving engine (default: what the plan chooses)")
     p.add_argument("--base-image", metavar="IMAGE",
@@ -50,59 +44,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def _profile(args: argparse.Namespace) -> Any:
-    try:
-        from ezrunner.cli._target import profile_from_args
-    except ImportError:
-        return None
-    return profile_from_args(args)
-
-
 def _run(args: argparse.Namespace) -> int:
     import signal
 
-    from ezrunner.core import pack as pack_mod
-    from ezrunner.core.bundle.format import parse_size
-    from ezrunner.core.errors import UsageError
+    from ezrunner.cli._target import profile_from_args
+    from ezrunner.core.pack import PackOptions, iter_pack
 
-    split = parse_size(args.split_size) if args.split_size else None
-    if args.max_model_len is not None and args.max_model_len < 1:
-        raise UsageError("--max-model-len: must be a positive whole number")
-    profile = _profile(args)
-    plan = None
-    try:
-        import ezrunner.core.plan  # noqa: F401
-    except ImportError:
-        plan = {}  # no planner available: Transformers on CPU
+    options = PackOptions(
+        args.model, args.output, engine=args.engine, base_image=args.base_image, revision=args.revision,
+        split_size=args.split_size or None, max_model_len=args.max_model_len, yes=args.yes, token=os.environ.get("HF_TOKEN"),
+    ).validated()
+    options.profile = profile_from_args(args)
 
     def on_term(_signum, _frame):  # a kill: unwind so that temporaries are removed
         raise KeyboardInterrupt
 
     old = signal.signal(signal.SIGTERM, on_term)
     try:
-        gen = pack_mod.iter_pack(
-            args.model, args.output, plan=plan, profile=profile,
-            engine=None if args.engine == "auto" else args.engine,
-            base_image=args.base_image, revision=args.revision, split_size=split,
-            max_model_len=args.max_model_len, yes=args.yes, token=os.environ.get("HF_TOKEN"),
-        )
-        result = render(gen)
+        result = render(iter_pack(options))
     finally:
         signal.signal(signal.SIGTERM, old)
-    parts = result.get("parts") or []
     out = sys.stdout
-    if parts:
-        out.write(f"{len(parts)} parts: {parts[0]} .. {parts[-1]}\n")
-        out.write(f"join with: cat {result['bundle']}.part-* > {result['bundle']}\n")
+    if result.parts:
+        out.write(f"{len(result.parts)} parts: {result.parts[0]} .. {result.parts[-1]}\n")
+        out.write(f"join with: cat {result.bundle}.part-* > {result.bundle}\n")
     else:
-        out.write(f"{result['bundle']}\n")
-    out.write(f"sha256 {result['sha256']}  ({result['sidecar']})\n")
-    out.write(f"image {result['image_tag']}\n")
+        out.write(f"{result.bundle}\n")
+    out.write(f"sha256 {result.sha256}  ({result.sidecar})\n")
+    out.write(f"image {result.image_tag}\n")
     return 0
 
 
-def render(gen) -> dict[str, Any]:
-    """Drive the event generator with a rich display; returns the final result dict."""
+def render(gen: Generator[Any, None, T]) -> T:
+    """Drive the event generator with a rich display; returns what it returns."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -132,7 +106,11 @@ def render(gen) -> dict[str, Any]:
         return text if len(text) <= n else text[: n - 1] + "…"
 
     tasks: dict[str, int] = {}
-    result: dict[str, Any] = {}
+    outcome: list[T] = []
+
+    def events() -> Iterator[Any]:
+        outcome.append((yield from gen))
+
     plain = not console.is_terminal
 
     def task_for(phase: str, label: str = "", total: int | None = None) -> int:
@@ -142,7 +120,7 @@ def render(gen) -> dict[str, Any]:
 
     try:
         with progress:
-            for e in gen:
+            for e in events():
                 if isinstance(e, ev.PhaseStarted):
                     t = task_for(e.phase, e.label, e.total)
                     progress.update(t, description=short(e.label).ljust(28), total=e.total, completed=0)
@@ -172,10 +150,6 @@ def render(gen) -> dict[str, Any]:
                         progress.update(t, description=short(e.detail or e.phase).ljust(28))
                     if plain and e.detail:
                         console.print(f"{e.phase}: {e.detail}", highlight=False)
-                    if e.phase == "export" and "bundle" in e.data:
-                        result = dict(e.data)
     finally:
-        close = getattr(gen, "close", None)
-        if close is not None:
-            close()
-    return result
+        gen.close()
+    return outcome[0]

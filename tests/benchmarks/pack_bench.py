@@ -61,7 +61,12 @@ def main() -> int:
     ap.add_argument("--skip-docker-build", action="store_true")
     args = ap.parse_args()
 
-    from ezrunner.core import pack as pack_mod
+    from ezrunner.core import docker_api
+    from ezrunner.core.engine_image import load_engine_export
+    from ezrunner.core.pack import PackOptions, pack
+
+    def options(out: Path) -> PackOptions:
+        return PackOptions(str(model), out, base_image=args.base_image, engine="transformers", device="cpu", plan={})
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="ezrunner-pack-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -73,8 +78,8 @@ def main() -> int:
 
     # warm-up: builds/exports the engine image once (not timed)
     print("warm-up pack (engine image build/export, not timed) ...", flush=True)
-    warm = pack_mod.pack(str(model), work / "warm.tar", base_image=args.base_image, engine="transformers", device="cpu", plan={})
-    engine_dir = pack_mod.load_engine_export(pack_mod._image_or_none(pack_mod.docker_client(), warm.engine_image).id).folder
+    warm = pack(options(work / "warm.tar"))
+    engine_dir = load_engine_export(docker_api.image_or_none(docker_api.connect(), warm.engine_image).id).folder
     bundle_bytes = warm.size
     for p in (work / "warm.tar", work / "warm.tar.sha256"):
         p.unlink()
@@ -88,7 +93,7 @@ def main() -> int:
             shell=True, check=True))
         tar_size = (work / "yardstick.tar").stat().st_size
         (work / "yardstick.tar").unlink()
-        t_pack = timed(lambda out=out: pack_mod.pack(str(model), out, base_image=args.base_image, engine="transformers", device="cpu", plan={}))
+        t_pack = timed(lambda out=out: pack(options(out)))
         out.unlink()
         (work / "bench.tar.sha256").unlink()
         tar_times.append(t_tar)
