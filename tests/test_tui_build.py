@@ -227,32 +227,3 @@ def test_cancelling_a_build_while_downloading_stops_and_leaves_no_bundle(slow_hu
     assert result["running"] is True
     assert leftovers(out) == []
 
-
-def test_progress_folding_of_the_cores_events():
-    """Per-file events add up; an event whose total is the phase's total is the
-    phase's own progress, whatever its item says (a rate, the bundle name)."""
-    from ezrunner.core import events as ev
-    from ezrunner.tui.build_job import BuildProgress
-
-    p = BuildProgress()
-    p.fold(ev.PhaseStarted("download", "model", 300), 0.0)
-    p.fold(ev.BytesProgress("download", "a.safetensors", 100, 200), 1.0)
-    p.fold(ev.BytesProgress("download", "b.json", 50, 100), 2.0)
-    assert p.totals["download"].done == 150 and p.totals["download"].total == 300
-    assert p.current_item["download"] == "b.json"
-    # the hub download reports the folder size with a rate as its item
-    p.fold(ev.BytesProgress("download", "12.5 MB/s", 250, 300), 3.0)
-    p.fold(ev.BytesProgress("download", "12.7 MB/s", 280, 300), 4.0)
-    assert p.totals["download"].done == 280
-    assert p.labels["download"] == "12.7 MB/s"
-    assert p.totals["download"].rate() == 280 / 4.0 and p.totals["download"].eta() == 20 / 70
-    # whole-phase progress without an item; steps; logs; failure
-    p.fold(ev.PhaseStarted("export", "bundle", 1000), 5.0)
-    p.fold(ev.BytesProgress("export", "", 400, 1000), 6.0)
-    assert p.totals["export"].done == 400
-    p.fold(ev.StepProgress("build", 2, 5, "RUN pip install"), 6.0)
-    assert p.step == (2, 5, "RUN pip install")
-    assert p.fold(ev.LogLines("build", ("a", "b")), 6.0) == ["a", "b"] and p.log_lines == 2
-    assert p.fold(ev.Notice("build", "warning", "slow disk"), 6.0) == ["[warning] slow disk"]
-    p.fold(ev.PhaseFinished("export", ok=False, detail="disk full"), 7.0)
-    assert p.error == "disk full" and p.finished["export"] is False

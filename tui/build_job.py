@@ -3,17 +3,18 @@ that runs ``core.pack`` and hands its events to the UI in batches.
 
 The worker never touches a widget: every 100 ms it hands the events gathered so
 far to ``BuildJob.deliver`` through ``call_from_thread``; the UI thread folds them
-into ``BuildProgress`` (plain data) and the build screen renders that.
+into ``BuildProgress`` (``core.progress.ProgressState``) and the build screen renders that.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ezrunner.core import events as ev
+from ezrunner.core.progress import ProgressState
 
 if TYPE_CHECKING:
     from ezrunner.tui.app import EzRunnerApp
@@ -22,92 +23,13 @@ FLUSH_S = 0.1
 
 
 @dataclass
-class ItemProgress:
-    done: int = 0
-    total: int | None = None
-    started_at: float | None = None
-    updated_at: float | None = None
-
-    def rate(self) -> float | None:
-        if self.started_at is None or self.updated_at is None:
-            return None
-        span = self.updated_at - self.started_at
-        return self.done / span if span > 0 and self.done else None
-
-    def eta(self) -> float | None:
-        rate = self.rate()
-        if rate is None or self.total is None:
-            return None
-        return max(self.total - self.done, 0) / rate
-
-
-@dataclass
-class BuildProgress:
-    """Everything the build screen shows, folded from the events."""
+class BuildProgress(ProgressState):
+    """The fold of the pack's events (``core.progress``) plus the job's own end:
+    its state, the error's hint and the pack result."""
 
     state: str = "idle"  # idle | running | done | failed | cancelled
-    phase: str = ""
-    phase_labels: dict[str, str] = field(default_factory=dict)
-    totals: dict[str, ItemProgress] = field(default_factory=dict)  # per phase
-    items: dict[str, dict[str, ItemProgress]] = field(default_factory=dict)  # phase -> item -> progress
-    current_item: dict[str, str] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)  # the label of a phase's aggregate progress
-    step: tuple[int, int | None, str] | None = None
-    finished: dict[str, bool] = field(default_factory=dict)
-    notices: list[tuple[str, str]] = field(default_factory=list)
-    error: str | None = None
     hint: str | None = None
     result: dict[str, Any] | None = None
-    log_lines: int = 0
-
-    def fold(self, event: ev.Event, now: float) -> list[str]:
-        """Apply one event; returns log lines it carries (for the Log widget)."""
-        phase = event.phase
-        if isinstance(event, ev.PhaseStarted):
-            self.phase = phase
-            self.phase_labels[phase] = event.label or phase
-            self.totals[phase] = ItemProgress(0, event.total, now, now)
-        elif isinstance(event, ev.BytesProgress):
-            per = self.items.setdefault(phase, {})
-            phase_total = self.totals.get(phase)
-            # progress of the whole phase: no item, or an item that is only a label
-            # (its total is the phase's own total, e.g. "12.3 MB/s" or the bundle name)
-            aggregate = not event.item or (
-                phase_total is not None and phase_total.total is not None and event.total == phase_total.total
-            )
-            if aggregate and event.item:
-                self.labels[phase] = event.item
-            if not aggregate:
-                item = per.setdefault(event.item, ItemProgress(started_at=now))
-                item.done, item.updated_at = event.done, now
-                if event.total is not None:
-                    item.total = event.total
-                self.current_item[phase] = event.item
-                total = self.totals.setdefault(phase, ItemProgress(started_at=now))
-                total.done = sum(i.done for i in per.values())
-                total.updated_at = now
-            else:
-                total = self.totals.setdefault(phase, ItemProgress(started_at=now))
-                total.done, total.updated_at = event.done, now
-                if event.total is not None:
-                    total.total = event.total
-        elif isinstance(event, ev.StepProgress):
-            self.step = (event.index, event.count, event.name)
-        elif isinstance(event, ev.LogLines):
-            self.log_lines += len(event.lines)
-            return list(event.lines)
-        elif isinstance(event, ev.Notice):
-            self.notices.append((event.level, event.message))
-            return [f"[{event.level}] {event.message}"]
-        elif isinstance(event, ev.PhaseFinished):
-            self.finished[phase] = event.ok
-            if not event.ok:
-                self.error = event.detail or f"{phase} failed"
-            if event.data:
-                merged = dict(self.result or {})
-                merged.update(event.data)
-                self.result = merged
-        return []
 
 
 class BuildJob:
@@ -157,9 +79,7 @@ class BuildJob:
                 self.progress.error = final["error"]
                 self.progress.hint = final.get("hint")
             if final.get("result"):
-                merged = dict(self.progress.result or {})
-                merged.update(final["result"])
-                self.progress.result = merged
+                self.progress.result = final["result"]
         for listener in list(self.listeners):
             listener(lines, final is not None)
 
@@ -212,11 +132,7 @@ class BuildJob:
         if cancelled():
             flush({"state": "cancelled", "error": "cancelled by the operator; temporaries removed"})
             return
-        data = as_dict(result)
-        if isinstance(data, ev.PhaseFinished):
-            data = data.data
-        if not isinstance(data, dict):
-            data = {}
+        data = as_dict(result) if result is not None else {}
         if self.progress.error and not data:
             flush({"state": "failed", "error": self.progress.error})
             return

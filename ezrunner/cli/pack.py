@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -76,80 +76,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def render(gen: Generator[Any, None, T]) -> T:
-    """Drive the event generator with a rich display; returns what it returns."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TransferSpeedColumn,
-    )
-
-    from ezrunner.core import events as ev
-
-    console = Console(stderr=True)
-    # fits 80 columns: phase 8 + text 28 + bar 10 + bytes ~19 + speed ~10
-    progress = Progress(
-        TextColumn("[bold]{task.fields[phase]:<8}[/]"),
-        TextColumn("{task.description}", justify="left"),
-        BarColumn(bar_width=10),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=console,
-        transient=False,
-        disable=not console.is_terminal,
-    )
-
-    def short(text: str, n: int = 28) -> str:
-        text = " ".join(str(text).split())
-        return text if len(text) <= n else text[: n - 1] + "…"
-
-    tasks: dict[str, int] = {}
-    outcome: list[T] = []
-
-    def events() -> Iterator[Any]:
-        outcome.append((yield from gen))
-
-    plain = not console.is_terminal
-
-    def task_for(phase: str, label: str = "", total: int | None = None) -> int:
-        if phase not in tasks:
-            tasks[phase] = progress.add_task(short(label or phase).ljust(28), total=total, phase=phase)
-        return tasks[phase]
+    """Drive the pack's event generator with the shared renderer (its phase table);
+    returns what the generator returns."""
+    from ezrunner.cli._render import PACK, EventRenderer, drive
 
     try:
-        with progress:
-            for e in events():
-                if isinstance(e, ev.PhaseStarted):
-                    t = task_for(e.phase, e.label, e.total)
-                    progress.update(t, description=short(e.label).ljust(28), total=e.total, completed=0)
-                    if plain:
-                        console.print(f"{e.phase}: {e.label}", highlight=False)
-                elif isinstance(e, ev.BytesProgress):
-                    t = task_for(e.phase)
-                    progress.update(t, completed=e.done, total=e.total)
-                elif isinstance(e, ev.StepProgress):
-                    t = task_for(e.phase)
-                    progress.update(t, description=short(f"step {e.index}/{e.count or '?'}: {e.name}").ljust(28))
-                    if plain:
-                        console.print(f"build: step {e.index}/{e.count or '?'}: {e.name[:100]}", highlight=False)
-                elif isinstance(e, ev.LogLines):
-                    if not plain:
-                        for line in e.lines[-3:]:
-                            progress.console.print("  " + line[:76], style="dim", highlight=False, markup=False)
-                elif isinstance(e, ev.Notice):
-                    style = {"warning": "yellow", "error": "red"}.get(e.level, "cyan")
-                    progress.console.print(f"[{style}]{e.level}:[/] {e.message}", highlight=False)
-                elif isinstance(e, ev.PhaseFinished):
-                    if e.phase in tasks:
-                        t = tasks[e.phase]
-                        task = progress.tasks[t]
-                        if task.total is not None:
-                            progress.update(t, completed=task.total)
-                        progress.update(t, description=short(e.detail or e.phase).ljust(28))
-                    if plain and e.detail:
-                        console.print(f"{e.phase}: {e.detail}", highlight=False)
+        with EventRenderer(PACK) as renderer:
+            return drive(gen, renderer)
     finally:
         gen.close()
-    return outcome[0]

@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from ezrunner.cli import _render
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -33,96 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-class EventRenderer:
-    """Render core events on the terminal with rich: byte bars for verify/load,
-    an elapsed-time line with the latest log line while waiting for ready."""
+class EventRenderer(_render.EventRenderer):
+    """The shared renderer in ``run``'s layout: byte bars for verify/load, an
+    elapsed-time line with the latest log line while waiting for ready."""
 
-    def __init__(self, console=None):
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        self.console = console or Console(stderr=True, highlight=False)
-        self._bytes = Progress(
-            TextColumn("{task.description}"), BarColumn(bar_width=24), DownloadColumn(),
-            TransferSpeedColumn(), TimeRemainingColumn(), console=self.console, transient=True,
-        )
-        self._wait = Progress(
-            TextColumn("{task.description}"), TimeElapsedColumn(), TextColumn("[dim]{task.fields[line]}"),
-            console=self.console, transient=True,
-        )
-        self._tasks: dict[tuple[str, str], Any] = {}
-        self._active = None
-        self.started: str | None = None  # the container name once started
-
-    def _use(self, progress) -> None:
-        if self._active is progress:
-            return
-        self.close()
-        progress.start()
-        self._active = progress
-
-    def close(self) -> None:
-        if self._active is not None:
-            self._active.stop()
-            self._active = None
-            self._tasks.clear()
-
-    def __call__(self, event) -> None:
-        from ezrunner.core import events as ev
-
-        c = self.console
-        if isinstance(event, ev.PhaseStarted):
-            if event.phase == "ready":
-                self._use(self._wait)
-                self._tasks[("ready", "")] = self._wait.add_task("waiting for ready", total=event.total, line="")
-            elif event.phase in ("verify", "load") and event.total:
-                self._use(self._bytes)
-                label = "verifying sha256" if event.phase == "verify" else "loading into Docker"
-                self._tasks[(event.phase, "")] = self._bytes.add_task(label, total=event.total)
-            elif event.phase != "start":
-                c.print(f"[bold]{event.label}[/]", soft_wrap=True)
-        elif isinstance(event, ev.BytesProgress):
-            key = (event.phase, "" if event.item and not event.item.startswith("layer") else event.item)
-            if event.item.startswith("layer"):
-                key = (event.phase, event.item)
-            if key not in self._tasks:
-                self._use(self._bytes)
-                self._tasks[key] = self._bytes.add_task(event.item[:30], total=event.total)
-            self._bytes.update(self._tasks[key], completed=event.done, total=event.total)
-        elif isinstance(event, ev.StepProgress) and event.phase == "ready":
-            task = self._tasks.get(("ready", ""))
-            if task is not None:
-                width = max(10, c.width - 40)
-                self._wait.update(task, completed=event.index, line=event.name[-width:])
-        elif isinstance(event, ev.LogLines):
-            if event.phase == "ready":
-                self.close()
-                c.print(f"[bold]--- last {len(event.lines)} log lines ---[/]")
-                for line in event.lines:
-                    c.print(line, markup=False, highlight=False, soft_wrap=True, emoji=False)
-                c.print("[bold]---[/]")
-        elif isinstance(event, ev.Notice):
-            from rich.text import Text
-
-            style = {"warning": "yellow", "error": "red"}.get(event.level, "")
-            target = self._active.console if self._active is not None else c
-            target.print(Text(event.message, style=style), soft_wrap=True)
-        elif isinstance(event, ev.PhaseFinished):
-            if event.phase == "start" and event.ok:
-                self.started = str(event.data.get("name") or "") or None
-            if event.phase in ("verify", "load", "ready"):
-                self.close()
-            mark = "[green]ok[/]" if event.ok else "[red]failed[/]"
-            if event.phase != "start":
-                c.print(f"{event.phase}: {mark} {event.detail}", soft_wrap=True)
+    def __init__(self, console: Any = None) -> None:
+        super().__init__(_render.RUN, console)
 
 
 def _run(args: argparse.Namespace) -> int:

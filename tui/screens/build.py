@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ezrunner.tui.build_job import BuildJob, ItemProgress
+from ezrunner.core.progress import Meter
+from ezrunner.tui.build_job import BuildJob
 from ezrunner.tui.format import human_bytes, human_duration
 from ezrunner.tui.screens.base import EzScreen
 from ezrunner.tui.widgets.log_tail import LogTail
@@ -18,7 +19,7 @@ from textual.widgets import Footer, Header, Label, ProgressBar, Static
 PHASES = (("download", "Download"), ("build", "Build"), ("export", "Export"))
 
 
-def item_line(name: str, item: ItemProgress) -> str:
+def item_line(name: str, item: Meter) -> str:
     total = f" / {human_bytes(item.total)}" if item.total is not None else ""
     rate = item.rate()
     eta = item.eta()
@@ -87,8 +88,9 @@ class BuildScreen(EzScreen[None]):
             bar = self.query_one(f"#bar-{key}", ProgressBar)
             info = self.query_one(f"#info-{key}", Static)
             if key == "build":
-                if p.step is not None:
-                    index, count, name = p.step
+                step = p.steps.get(key)
+                if step is not None:
+                    index, count, name = step
                     bar.update(total=count, progress=index)
                     info.update(f"step {index}/{count or '?'} {name}")
                 elif key in p.finished:

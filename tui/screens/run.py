@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ezrunner.core.progress import Meter, ProgressState
 from ezrunner.tui.format import human_bytes, human_duration
 from ezrunner.tui.screens.base import EzScreen
 from ezrunner.tui.widgets.log_tail import LogTail
@@ -58,6 +59,9 @@ class RunScreen(EzScreen[None]):
     ]
 
     class Progress(Message):
+        """What the status line and the bar show of a step: ``done`` of ``total``
+        bytes (or seconds, ``unit`` "s"), or a notice (``done`` -1)."""
+
         def __init__(self, phase: str, done: int, total: int | None, text: str = "", unit: str = "bytes") -> None:
             super().__init__()
             self.phase = phase
@@ -65,6 +69,22 @@ class RunScreen(EzScreen[None]):
             self.total = total
             self.text = text
             self.unit = unit
+
+        @classmethod
+        def of(cls, state: ProgressState, event: Any, phase: str) -> RunScreen.Progress:
+            """The message for ``event`` once folded into ``state``."""
+            from ezrunner.core import events as ev
+
+            if isinstance(event, ev.Notice):
+                return cls(phase, -1, None, event.message)
+            if isinstance(event, ev.StepProgress):
+                # waiting for ready: elapsed seconds of the timeout, and the latest log line
+                step = state.steps[event.phase]
+                return cls(phase, step.index, step.count, step.name[:60], unit="s")
+            item = getattr(event, "item", "")
+            meter = state.item(event.phase, item) or state.totals.get(event.phase) or Meter()
+            text = event.label if isinstance(event, ev.PhaseStarted) else item
+            return cls(phase, meter.done, meter.total, text)
 
     class StepDone(Message):
         def __init__(self, step: str, ok: bool, text: str, data: dict[str, Any] | None = None) -> None:
@@ -270,31 +290,27 @@ class RunScreen(EzScreen[None]):
         return True
 
     def _on_event(self, phase: str):
-        """An ``on_event`` callback for the core: progress crosses as messages."""
+        """An ``on_event`` callback for the core: the worker folds the events
+        (``core.progress``) and posts what to show; log lines go to the log."""
         from ezrunner.core import events as ev
 
+        state = ProgressState()
         last = [0.0]
 
-        def handle(event: Any) -> None:
-            if isinstance(event, ev.BytesProgress) and not event.item:
-                now = time.monotonic()
-                if now - last[0] >= 0.1 or (event.total is not None and event.done >= event.total):
-                    last[0] = now
-                    self.post_message(self.Progress(phase, event.done, event.total))
-            elif isinstance(event, ev.BytesProgress):
-                now = time.monotonic()
-                if now - last[0] >= 0.1:
-                    last[0] = now
-                    self.post_message(self.Progress(phase, event.done, event.total, event.item))
-            elif isinstance(event, ev.StepProgress):
-                # waiting for ready: elapsed seconds of the timeout, and the latest log line
-                self.post_message(self.Progress(phase, event.index, event.count, event.name[:60], unit="s"))
-            elif isinstance(event, ev.PhaseStarted):
-                self.post_message(self.Progress(phase, 0, event.total, event.label))
-            elif isinstance(event, ev.Notice):
-                self.post_message(self.Progress(phase, -1, None, event.message))
-            elif isinstance(event, ev.LogLines):
-                self.app.call_from_thread(self.query_one(LogTail).append_lines, list(event.lines))
+        def handle(event: ev.Event) -> None:
+            now = time.monotonic()
+            lines = state.fold(event, now)
+            if isinstance(event, ev.LogLines):
+                self.app.call_from_thread(self.query_one(LogTail).append_lines, lines)
+            if isinstance(event, (ev.LogLines, ev.PhaseFinished)):
+                return  # the step's end arrives as StepDone
+            message = self.Progress.of(state, event, phase)
+            if isinstance(event, ev.BytesProgress):
+                finished = message.total is not None and message.done >= message.total
+                if now - last[0] < 0.1 and not finished:
+                    return
+                last[0] = now
+            self.post_message(message)
 
         return handle
 
