@@ -66,7 +66,10 @@ def _pattern_kinds(raw: dict[str, Any], n: int) -> list[str] | None:
 def _default_kinds(cfg: ModelConfig, raw: dict[str, Any]) -> list[str]:
     n, mt = cfg.num_hidden_layers, (cfg.model_type or "")
     chunk, no_rope = raw.get("attention_chunk_size"), raw.get("no_rope_layers")
-    if chunk and isinstance(no_rope, list) and len(no_rope) >= n:  # Llama-4: rope layers are chunked
+    if chunk and not (isinstance(no_rope, list) and len(no_rope) >= n):  # transformers' Llama-4 default
+        every = int(raw.get("no_rope_layer_interval") or 4)
+        no_rope = [int((i + 1) % every != 0) for i in range(n)]
+    if chunk:  # Llama-4: the rope layers are chunked-local, every no_rope_layer_interval-th is global
         return ["chunked_attention" if no_rope[i] else "full_attention" for i in range(n)]
     if cfg.sliding_window and mt == "gemma2":
         return ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)]

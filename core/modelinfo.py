@@ -202,6 +202,17 @@ def _language_model(cfg: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _with_defaults(top: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
+    """A language config that leaves its shape to transformers' defaults gets them filled in
+    when transformers is importable (the light install then reports the missing key)."""
+    if _first(cfg, "hidden_size", "n_embd", "d_model") is not None:
+        return cfg
+    from ezrunner.core.paramcount import text_config_defaults
+
+    defaults = text_config_defaults(top)
+    return {**defaults, **cfg} if defaults else cfg
+
+
 def _attention_shape(cfg: dict[str, Any], where: str) -> tuple[int, int, int, int, int]:
     """(hidden, layers, heads, KV heads, head_dim)."""
     hidden = _required(cfg, where, "hidden_size", "n_embd", "d_model")
@@ -236,7 +247,7 @@ def parse_config(cfg: dict[str, Any], *, where: str = "config.json") -> ModelCon
     """Parse a config dict; a missing required key raises UsageError naming it."""
     if not isinstance(cfg, dict):
         raise UsageError(f"{where}: not a JSON object")
-    top, cfg = cfg, _language_model(cfg)
+    top, cfg = cfg, _with_defaults(cfg, _language_model(cfg))
     hidden, layers, heads, kv_heads, head_dim = _attention_shape(cfg, where)
     num_experts = _optional(cfg, where, "num_local_experts", "n_routed_experts", "num_experts")
     arch = cfg.get("architectures") or top.get("architectures") or []
@@ -376,7 +387,10 @@ def _moe_layer(raw: dict[str, Any], layer: int) -> bool:
         return (layer + 1) % int(raw["decoder_sparse_step"]) == 0
     if raw.get("interleave_moe_layer_step"):
         return (layer + 1) % int(raw["interleave_moe_layer_step"]) == 0
-    return layer % int(raw.get("moe_layer_freq") or 1) == 0
+    freq = raw.get("moe_layer_freq") or 1
+    if isinstance(freq, list):  # one flag per layer (MiMo-V2)
+        return layer < len(freq) and bool(freq[layer])
+    return layer % int(freq) == 0
 
 
 def _shared_experts(raw: dict[str, Any], h: int, mi: int) -> int:

@@ -59,6 +59,20 @@ def _hf_config(raw: dict[str, Any]) -> Any:
         return config_class(**{k: v for k, v in data.items() if k != "model_type"})
 
 
+def text_config_defaults(raw: dict[str, Any]) -> dict[str, Any] | None:
+    """The language model's config with transformers' defaults filled in (a Llava config names
+    only what differs from LlamaConfig); None without transformers or for an unknown model."""
+    try:
+        import logging
+
+        logging.getLogger("transformers").setLevel(logging.ERROR)
+        hf = _hf_config(raw)
+        text = hf.get_text_config() if hasattr(hf, "get_text_config") else hf
+        return {k: v for k, v in text.to_dict().items() if v is not None}
+    except Exception:  # noqa: BLE001 - no transformers, or it does not know this config
+        return None
+
+
 def _model_classes(raw: dict[str, Any]) -> list[Any]:
     import transformers
 
