@@ -205,7 +205,7 @@ def _language_model(cfg: dict[str, Any]) -> dict[str, Any]:
 def _with_defaults(top: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
     """A language config that leaves its shape to transformers' defaults gets them filled in
     when transformers is importable (the light install then reports the missing key)."""
-    if _first(cfg, "hidden_size", "n_embd", "d_model") is not None:
+    if _first(cfg, "hidden_size", "n_embd", "d_model") is not None or not isinstance(top.get("text_config"), dict):
         return cfg
     from ezrunner.core.paramcount import text_config_defaults
 

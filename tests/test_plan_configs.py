@@ -12,7 +12,6 @@ import struct
 from pathlib import Path
 
 import pytest
-
 from ezrunner.core import hardware, kvcache, modelinfo, paramcount
 from ezrunner.core.discovery import ModelDetails
 from ezrunner.core.modelinfo import WeightFile
