@@ -202,15 +202,28 @@ def _language_model(cfg: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _with_defaults(top: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
+    """A language config that leaves its shape to transformers' defaults gets them filled in
+    when transformers is importable (the light install then reports the missing key)."""
+    if _first(cfg, "hidden_size", "n_embd", "d_model") is not None or not isinstance(top.get("text_config"), dict):
+        return cfg
+    from ezrunner.core.paramcount import text_config_defaults
+
+    defaults = text_config_defaults(top)
+    return {**defaults, **cfg} if defaults else cfg
+
+
 def _attention_shape(cfg: dict[str, Any], where: str) -> tuple[int, int, int, int, int]:
     """(hidden, layers, heads, KV heads, head_dim)."""
     hidden = _required(cfg, where, "hidden_size", "n_embd", "d_model")
     layers = _required(cfg, where, "num_hidden_layers", "n_layer", "num_layers")
     heads = _required(cfg, where, "num_attention_heads", "n_head")
     kv_heads = _optional(cfg, where, "num_key_value_heads", "num_kv_heads")
+    if kv_heads is None and cfg.get("multi_query_attention"):
+        kv_heads = _optional(cfg, where, "multi_query_group_num")  # ChatGLM
     if kv_heads is None:
         kv_heads = 1 if cfg.get("multi_query") else heads
-    head_dim = _optional(cfg, where, "head_dim")
+    head_dim = _optional(cfg, where, "head_dim", "kv_channels")
     if head_dim is None:
         if hidden % heads:
             raise UsageError(f"{where}: hidden_size {hidden} is not divisible by num_attention_heads {heads}")
@@ -234,7 +247,7 @@ def parse_config(cfg: dict[str, Any], *, where: str = "config.json") -> ModelCon
     """Parse a config dict; a missing required key raises UsageError naming it."""
     if not isinstance(cfg, dict):
         raise UsageError(f"{where}: not a JSON object")
-    top, cfg = cfg, _language_model(cfg)
+    top, cfg = cfg, _with_defaults(cfg, _language_model(cfg))
     hidden, layers, heads, kv_heads, head_dim = _attention_shape(cfg, where)
     num_experts = _optional(cfg, where, "num_local_experts", "n_routed_experts", "num_experts")
     arch = cfg.get("architectures") or top.get("architectures") or []
@@ -247,7 +260,7 @@ def parse_config(cfg: dict[str, Any], *, where: str = "config.json") -> ModelCon
         num_key_value_heads=kv_heads,
         head_dim=head_dim,
         vocab_size=_optional(cfg, where, "vocab_size", "padded_vocab_size"),
-        intermediate_size=_optional(cfg, where, "intermediate_size", "n_inner", "ffn_dim"),
+        intermediate_size=_optional(cfg, where, "intermediate_size", "n_inner", "ffn_dim", "ffn_hidden_size"),
         max_position_embeddings=_optional(cfg, where, "max_position_embeddings", "n_positions", "max_seq_len",
                                           "seq_length", "max_sequence_length"),
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", top.get("tie_word_embeddings", False))),
@@ -279,15 +292,49 @@ def load_config(path: str | os.PathLike[str]) -> ModelConfig:
 
 
 # --------------------------------------------------------------------- counting
+# A generic structural count from the config keys (the "config-estimate" source).
+# core/paramcount.py prefers transformers' own count on the meta device when it can.
 
 
 def _counting_raw(cfg: ModelConfig) -> dict[str, Any]:
     """The config keys the counter reads (a wrapper's text_config when there is one)."""
-    raw = cfg.raw.get("text_config") if "hidden_size" not in cfg.raw else cfg.raw
-    return raw or cfg.raw
+    return _language_model(cfg.raw) if cfg.raw else {}
 
 
-def _mla_attention(cfg: ModelConfig, raw: dict[str, Any]) -> int:
+def _activation(raw: dict[str, Any]) -> str:
+    return str(_first(raw, "hidden_act", "hidden_activation", "activation_function") or "silu").lower()
+
+
+def _gated(raw: dict[str, Any], mt: str) -> bool:
+    """A gated MLP (gate, up, down) rather than a plain one (up, down)."""
+    if "ffn_hidden_size" in raw:  # ChatGLM: dense_h_to_4h is fused gate+up
+        return True
+    act = _activation(raw)
+    return act in ("silu", "swish", "swiglu") or "glu" in act or mt.startswith("gemma")
+
+
+def _is_encoder(raw: dict[str, Any]) -> bool:
+    archs = " ".join(str(a) for a in raw.get("architectures") or [])
+    encoder_heads = ("ForMaskedLM", "ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering")
+    return "type_vocab_size" in raw or (any(h in archs for h in encoder_heads) and "CausalLM" not in archs)
+
+
+def is_encoder(cfg: ModelConfig) -> bool:
+    """An encoder-only model (BERT, MiniLM...): embeddings, no generation, no KV cache."""
+    return _is_encoder(_counting_raw(cfg))
+
+
+def _norm_params(raw: dict[str, Any], h: int) -> int:
+    """One norm: RMSNorm has a weight, LayerNorm a weight and a bias."""
+    layer_norm = "rms_norm_eps" not in raw and any(k in raw for k in ("layer_norm_eps", "layer_norm_epsilon", "norm_epsilon"))
+    return 2 * h if layer_norm and raw.get("model_type") != "cohere" else h
+
+
+def _all_biases(raw: dict[str, Any], mt: str) -> bool:
+    return bool(raw.get("use_bias")) or mt in ("gpt2", "starcoder2") or _is_encoder(raw)
+
+
+def _mla_attention(cfg: ModelConfig, raw: dict[str, Any]) -> tuple[int, int]:
     """DeepSeek's multi-head latent attention: (LoRA'd) q, the joint KV down/up projections, o."""
     h, nh = cfg.hidden_size, cfg.num_attention_heads
     nope = int(raw.get("qk_nope_head_dim") or 0)
@@ -296,95 +343,140 @@ def _mla_attention(cfg: ModelConfig, raw: dict[str, Any]) -> int:
     q_lora = raw.get("q_lora_rank")
     kvr = cfg.kv_lora_rank or 0
     qk = nope + rope
-    attn = h * q_lora + q_lora + q_lora * nh * qk if q_lora else h * nh * qk
-    return attn + h * (kvr + rope) + kvr + kvr * nh * (nope + vdim) + nh * vdim * h
+    mats = h * q_lora + q_lora * nh * qk if q_lora else h * nh * qk
+    mats += h * (kvr + rope) + kvr * nh * (nope + vdim) + nh * vdim * h
+    return mats, (q_lora or 0) + kvr  # the q and kv LoRA norms
 
 
-def _attention(cfg: ModelConfig, raw: dict[str, Any], mt: str) -> int:
-    """One layer's attention: q/k/v/o projections, their biases, q/k norms."""
+def _attention(cfg: ModelConfig, raw: dict[str, Any], mt: str) -> tuple[int, int]:
+    """One layer's attention: (projection matrices, bias/norm vectors)."""
     if cfg.is_mla:
         return _mla_attention(cfg, raw)
     h, hd = cfg.hidden_size, cfg.head_dim
     q, kv = cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd
-    attn = h * q + 2 * h * kv + q * h
-    if mt in ("qwen2", "qwen2_moe") or raw.get("qkv_bias"):
-        attn += q + 2 * kv
-    elif raw.get("attention_bias"):
-        attn += q + 2 * kv + h
-    if mt in ("qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2"):
-        attn += 2 * hd  # q_norm and k_norm over head_dim
-    return attn
+    vec = 0
+    if _all_biases(raw, mt) or raw.get("attention_bias"):
+        vec = q + 2 * kv + h
+    elif mt in ("qwen2", "qwen2_moe") or raw.get("qkv_bias") or raw.get("add_qkv_bias"):
+        vec = q + 2 * kv
+    if mt in ("qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2") or raw.get("use_qk_norm"):
+        vec += 2 * hd  # q_norm and k_norm over head_dim
+    return h * q + 2 * h * kv + q * h, vec
 
 
-def _layer_norms(h: int, mt: str) -> int:
-    return 4 * h if mt in ("gemma2", "gemma3", "gemma3_text") else 2 * h
+def _layer_norms(raw: dict[str, Any], h: int, mt: str) -> int:
+    per = 4 if mt in ("gemma2", "gemma3", "gemma3_text") else 2
+    return per * _norm_params(raw, h)
 
 
-def _dense_mlp(h: int, inter: int, bias: bool) -> int:
-    return 3 * h * inter + (2 * inter + h if bias else 0)
+def _dense_mlp(h: int, inter: int, gated: bool, bias: bool) -> tuple[int, int]:
+    mats = (3 if gated else 2) * h * inter
+    return mats, (inter * (2 if gated else 1) + h if bias else 0)
 
 
 def _experts(h: int, n: int, inter: int) -> int:
-    """``n`` gated experts of width ``inter`` and their router."""
-    return n * 3 * h * inter + h * n
+    """``n`` gated experts of width ``inter``."""
+    return n * 3 * h * inter
 
 
-def _deepseek_mlp(cfg: ModelConfig, raw: dict[str, Any], mt: str, layer: int, dense: int) -> int:
-    first_dense = int(raw.get("first_k_dense_replace") or 0)
-    freq = int(raw.get("moe_layer_freq") or 1)
-    if layer < first_dense or layer % freq != 0:
-        return dense
+def _moe_layer(raw: dict[str, Any], layer: int) -> bool:
+    """Whether ``layer`` is sparse, from whichever layout keys the config has."""
+    if layer in set(raw.get("mlp_only_layers") or []) or layer < int(raw.get("first_k_dense_replace") or 0):
+        return False
+    if raw.get("decoder_sparse_step"):
+        return (layer + 1) % int(raw["decoder_sparse_step"]) == 0
+    if raw.get("interleave_moe_layer_step"):
+        return (layer + 1) % int(raw["interleave_moe_layer_step"]) == 0
+    freq = raw.get("moe_layer_freq") or 1
+    if isinstance(freq, list):  # one flag per layer (MiMo-V2)
+        return layer < len(freq) and bool(freq[layer])
+    return layer % int(freq) == 0
+
+
+def _shared_experts(raw: dict[str, Any], h: int, mi: int) -> int:
+    shared = int(raw.get("shared_expert_intermediate_size") or 0)
+    if shared:
+        return 3 * h * shared + h  # the shared expert and its gate
+    return 3 * h * mi * int(raw.get("n_shared_experts") or 0)
+
+
+def _moe_mlp(cfg: ModelConfig, raw: dict[str, Any], mt: str) -> tuple[int, int, int]:
+    """(experts, dense: router + shared experts, vectors) of one sparse layer."""
     h, e = cfg.hidden_size, cfg.num_experts or 0
     mi = cfg.moe_intermediate_size or cfg.intermediate_size or 0
-    shared = int(raw.get("n_shared_experts") or 0)
-    mlp = _experts(h, e, mi) + (3 * h * mi * shared if shared else 0)
-    if mt == "deepseek_v3" or raw.get("topk_method") == "noaux_tc":
-        mlp += e  # e_score_correction_bias
-    return mlp
+    vec = e if mt in ("deepseek_v3", "deepseek_v32", "glm_moe_dsa") or raw.get("topk_method") == "noaux_tc" else 0
+    return _experts(h, e, mi), h * e + _shared_experts(raw, h, mi), vec
 
 
-def _qwen_moe_mlp(cfg: ModelConfig, raw: dict[str, Any], layer: int, dense: int) -> int:
-    sparse_step = int(raw.get("decoder_sparse_step") or 1)
-    if layer in set(raw.get("mlp_only_layers") or []) or (layer + 1) % sparse_step != 0:
-        return dense
+def _layer_parts(cfg: ModelConfig, raw: dict[str, Any], mt: str, layer: int) -> dict[str, int]:
     h = cfg.hidden_size
-    mlp = _experts(h, cfg.num_experts or 0, cfg.moe_intermediate_size or cfg.intermediate_size or 0)
-    shared = int(raw.get("shared_expert_intermediate_size") or 0)
-    return mlp + (3 * h * shared + h if shared else 0)  # shared expert + its gate
+    attn, attn_vec = _attention(cfg, raw, mt)
+    parts = {"dense": attn, "vector": attn_vec + _layer_norms(raw, h, mt), "experts": 0}
+    if cfg.num_experts and _moe_layer(raw, layer):
+        experts, dense, vec = _moe_mlp(cfg, raw, mt)
+        parts["experts"] += experts
+    else:
+        bias = bool(raw.get("mlp_bias")) or _all_biases(raw, mt)
+        dense, vec = _dense_mlp(h, cfg.intermediate_size or 4 * h, _gated(raw, mt), bias)
+    parts["dense"] += dense
+    parts["vector"] += vec
+    return parts
 
 
-def _mlp(cfg: ModelConfig, raw: dict[str, Any], mt: str, layer: int) -> int:
-    """One layer's MLP: dense, or every MoE expert plus the router and shared experts."""
-    dense = _dense_mlp(cfg.hidden_size, cfg.intermediate_size or 0, bool(raw.get("mlp_bias")))
-    if not cfg.num_experts:
-        return dense
-    if mt in ("deepseek_v2", "deepseek_v3"):
-        return _deepseek_mlp(cfg, raw, mt, layer, dense)
-    if mt in ("qwen2_moe", "qwen3_moe"):
-        return _qwen_moe_mlp(cfg, raw, layer, dense)
-    # Mixtral-style: every layer sparse, experts of intermediate_size
-    return _experts(cfg.hidden_size, cfg.num_experts, cfg.intermediate_size or cfg.moe_intermediate_size or 0)
+def _embedding_parts(cfg: ModelConfig, raw: dict[str, Any], mt: str) -> dict[str, int]:
+    v, h = cfg.vocab_size or 0, cfg.hidden_size
+    embed = v * h
+    if mt == "gpt2" or _is_encoder(raw):  # learned positions (and BERT's token types)
+        embed += (cfg.max_position_embeddings or 0) * h + int(raw.get("type_vocab_size") or 0) * h
+    tied = cfg.tie_word_embeddings or mt.startswith("gemma") or mt == "gpt2" or _is_encoder(raw)
+    return {"embed": embed, "head": 0 if tied else v * h}
+
+
+def _vision_parts(raw_top: dict[str, Any], text_hidden: int) -> int:
+    """A ViT tower and its projector from ``vision_config`` (an estimate)."""
+    vc = raw_top.get("vision_config")
+    if not isinstance(vc, dict) or not vc.get("hidden_size"):
+        return 0
+    h = int(vc["hidden_size"])
+    inter = int(vc.get("intermediate_size") or 4 * h)
+    layers = int(vc.get("num_hidden_layers") or vc.get("depth") or 0)
+    patch = int(vc.get("patch_size") or 14) ** 2 * int(vc.get("num_channels") or vc.get("in_channels") or 3)
+    per_layer = 4 * h * h + 4 * h + 2 * h * inter + inter + h + 4 * h
+    projector = h * text_hidden + text_hidden * text_hidden
+    return layers * per_layer + patch * int(vc.get("temporal_patch_size") or 1) * h + projector
+
+
+def count_parts(cfg: ModelConfig) -> dict[str, int] | None:
+    """The structural count split into parts (see core/paramcount.py); None when the config
+    lacks vocab_size."""
+    if cfg.vocab_size is None:
+        return None
+    raw, mt = _counting_raw(cfg), (cfg.model_type or "").lower()
+    parts = {**_embedding_parts(cfg, raw, mt), "dense": 0, "experts": 0, "vector": 0}
+    for layer in range(cfg.num_hidden_layers):
+        for k, n in _layer_parts(cfg, raw, mt, layer).items():
+            parts[k] += n
+    parts["vector"] += _norm_params(raw, cfg.hidden_size)  # the final norm (BERT: the embeddings' norm)
+    if _is_encoder(raw):
+        parts["dense"] += cfg.hidden_size * cfg.hidden_size
+        parts["vector"] += cfg.hidden_size  # the pooler
+    parts["vision"] = _vision_parts(cfg.raw, cfg.hidden_size)
+    return parts
 
 
 def count_parameters(cfg: ModelConfig) -> tuple[int | None, bool]:
-    """The parameter count from the config, and whether it is exact for this family.
+    """The structural parameter count from the config, and whether it is exact for this family.
 
-    Counted: embeddings; per layer the attention projections (with biases where
-    the family has them: Qwen2 q/k/v, ``attention_bias``, ``mlp_bias``), the MLP
-    or every MoE expert plus the router and shared experts, the per-layer norms;
-    the final norm; the lm_head unless the embeddings are tied. Returns
-    ``(None, False)`` when the config lacks vocab_size or intermediate_size.
+    Counted: embeddings (with learned positions and token types where the family has
+    them); per layer the attention projections or MLA, biases (``attention_bias``,
+    Qwen2's q/k/v, ``use_bias``, encoders), the MLP or every MoE expert plus the router
+    and shared experts, the norms; the final norm; the lm_head unless tied; a vision
+    tower from ``vision_config``. Returns ``(None, False)`` when vocab_size is missing.
     """
-    v, h = cfg.vocab_size, cfg.hidden_size
-    if v is None or (cfg.intermediate_size is None and cfg.moe_intermediate_size is None):
+    parts = count_parts(cfg)
+    if parts is None:
         return None, False
-    raw = _counting_raw(cfg)
-    mt = (cfg.model_type or "").lower()
-    per_layer = _attention(cfg, raw, mt) + _layer_norms(h, mt)
-    layers = sum(per_layer + _mlp(cfg, raw, mt, layer) for layer in range(cfg.num_hidden_layers))
-    lm_head = 0 if cfg.tie_word_embeddings or mt.startswith("gemma") else v * h
-    total = v * h + layers + h + lm_head  # embeddings, layers, final norm, head
-    return total, mt in EXACT_FAMILIES and not cfg.quantization
+    return sum(parts.values()), (cfg.model_type or "") in EXACT_FAMILIES and not cfg.quantization
 
 
 def kv_bytes_per_token(cfg: ModelConfig, kv_dtype_bytes: int) -> int:

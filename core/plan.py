@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ezrunner.core import modelinfo
+from ezrunner.core import kvcache, modelinfo, paramcount
 from ezrunner.core.errors import UsageError
 from ezrunner.core.hardware import GiB, HardwareProfile
 from ezrunner.core.units import human_bytes
@@ -46,8 +46,15 @@ MAX_NUM_BATCHED_TOKENS = 2048  # vLLM default for the OpenAI server
 MAX_NUM_SEQS = 256  # vLLM default concurrency cap
 TRANSFORMERS_MAX_CONCURRENCY = 32  # the embedded server's own default (--max-concurrency): one continuous batch
 MIN_CONTEXT = 2048  # below this a capped context is not worth serving
-VLLM_MIN_CC = 7.0
+VLLM_MIN_CC = 7.0  # vLLM's GPU requirement (docs: getting_started/installation/gpu)
 BF16_MIN_CC = 8.0
+# vLLM's quantization kernels per compute capability (docs: features/quantization, "Supported
+# Hardware"): FP8 W8A8 on Ada/Hopper (8.9), FP8/FP4/MXFP4 weight-only via Marlin from Ampere (8.0),
+# AWQ from Turing (7.5), GPTQ and bitsandbytes from Volta (7.0).
+QUANT_MIN_CC = {"fp8": 8.0, "mxfp4": 8.0, "modelopt": 8.0, "compressed-tensors": 8.0, "awq": 7.5,
+                "awq_marlin": 8.0, "gptq_marlin": 8.0, "gptq": 7.0, "bitsandbytes": 7.0}
+FP8_NATIVE_CC = 8.9
+KV_CACHE_DTYPES = ("auto", "fp8")
 RAM_UTILIZATION = 0.90  # of the target's RAM total
 CPU_RESERVE = int(1.5 * GiB)  # OS, Python, torch runtime on CPU
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -62,6 +69,7 @@ RAM_INSUFFICIENT = "RAM_INSUFFICIENT"
 REMOTE_CODE_REQUIRED = "REMOTE_CODE_REQUIRED"
 NOT_SAFETENSORS = "NOT_SAFETENSORS"
 DOES_NOT_FIT = "DOES_NOT_FIT"
+QUANTIZATION_UNSUPPORTED = "QUANTIZATION_UNSUPPORTED"
 WARNING_CODES = (
     WEIGHTS_EXCEED_GPU_MEMORY,
     KV_CACHE_LIMITS_CONTEXT,
@@ -71,6 +79,7 @@ WARNING_CODES = (
     REMOTE_CODE_REQUIRED,
     NOT_SAFETENSORS,
     DOES_NOT_FIT,
+    QUANTIZATION_UNSUPPORTED,
 )
 
 
@@ -107,6 +116,11 @@ class Plan:
     source: str | None = None
     target: str = ""
     notes: list[str] = field(default_factory=list)
+    task: str = "generate"  # generate | embed (encoders: the Transformers embeddings path, no KV cache)
+    quantization: str | None = None
+    kv_cache_dtype: str = "auto"
+    kv_bytes_per_sequence_bounded: int = 0  # sliding-window / chunked / Mamba state of one full-length sequence
+    sources: dict[str, str] = field(default_factory=dict)  # figure -> where it came from
 
     @property
     def warning_codes(self) -> list[str]:
@@ -132,18 +146,44 @@ def gib(n: int | float) -> str:
     return human_bytes(n)
 
 
-def weights_bytes(details: Any, dtype: str) -> int:
-    """Weights at ``dtype``: safetensors headers / hub metadata per dtype, else the
-    config parameter count, else the weight files' size."""
+@dataclass(frozen=True)
+class WeightsFigure:
+    """The weights at one dtype, their parameter count and where both came from."""
+
+    bytes: int
+    parameters: int | None
+    source: str  # safetensors-headers | hub-metadata | transformers-meta | config-estimate | file-sizes
+
+
+def config_count(cfg: modelinfo.ModelConfig) -> paramcount.ParamCount | None:
+    """transformers' meta count when it can build the config, else the structural estimate."""
+    counted = paramcount.transformers_meta_count(cfg.raw) if cfg.raw else None
+    if counted is None:
+        parts = modelinfo.count_parts(cfg)
+        counted = None if parts is None else paramcount.ParamCount(parts, paramcount.CONFIG_ESTIMATE)
+    return counted
+
+
+def weights_figure(details: Any, dtype: str) -> WeightsFigure:
+    """Weights at ``dtype``: safetensors headers / hub metadata per dtype (quantized tensors as
+    stored), else a count from config.json with its quantization_config, else the files' size."""
     if details.parameters_by_dtype:
-        return modelinfo.bytes_at_dtype(details.parameters_by_dtype, dtype)
-    if details.parameters:
-        return int(details.parameters * _dtype_bytes(dtype))
+        return WeightsFigure(modelinfo.bytes_at_dtype(details.parameters_by_dtype, dtype), details.parameters,
+                             details.parameters_source or "safetensors-headers")
+    counted = config_count(details.config) if details.config is not None else None
+    if counted is not None:
+        qcfg = details.config.raw.get("quantization_config") or modelinfo._language_model(details.config.raw).get(
+            "quantization_config")
+        return WeightsFigure(paramcount.weight_bytes(counted, _dtype_bytes(dtype), qcfg), counted.total, counted.source)
     total = details.weights_total_bytes
     if total:
         stored = details.dtype if details.dtype in modelinfo.DTYPE_BYTES else "bfloat16"
-        return int(total * _dtype_bytes(dtype) / modelinfo.DTYPE_BYTES[stored])
+        return WeightsFigure(int(total * _dtype_bytes(dtype) / modelinfo.DTYPE_BYTES[stored]), None, "file-sizes")
     raise UsageError(f"{details.model}: cannot size the weights (no safetensors, no parameter count, no file sizes)")
+
+
+def weights_bytes(details: Any, dtype: str) -> int:
+    return weights_figure(details, dtype).bytes
 
 
 def reserve_bytes(cfg: modelinfo.ModelConfig, dtype: str) -> int:
@@ -193,6 +233,7 @@ class PlanOptions:
     gpu_memory_utilization: float = 0.9
     engine: str = "auto"
     revision: str | None = None
+    kv_cache_dtype: str = "auto"  # auto: the model's dtype; fp8 halves a 16-bit cache
 
 
 @dataclass
@@ -210,8 +251,13 @@ class _Context:
     min_len: int  # below this a capped context does not count as fitting
     notes: list[str]
     common: list[PlanWarning]  # warnings every outcome carries
+    kv_cache_dtype: str = "auto"
     reasons: list[str] = field(default_factory=list)  # why candidates were passed over
     failures: list[PlanWarning] = field(default_factory=list)  # their warnings
+
+    @property
+    def task(self) -> str:
+        return "embed" if modelinfo.is_encoder(self.cfg) else "generate"
 
     def warnings(self, *extra: PlanWarning | None, failures: bool = False) -> list[PlanWarning]:
         out = list(self.common)
@@ -226,7 +272,13 @@ class _Figures:
 
     dtype: str
     weights: int
-    kv_per_token: int
+    kv: kvcache.KvLayout
+    parameters: int | None = None
+    source: str = ""
+
+    @property
+    def kv_per_token(self) -> int:
+        return self.kv.per_token
 
 
 @dataclass
@@ -320,10 +372,17 @@ def _busy_gpu_notes(profile: HardwareProfile, util: float) -> list[str]:
     ]
 
 
+def _checked_kv_dtype(value: str) -> str:
+    if value not in KV_CACHE_DTYPES:
+        raise UsageError(f"--kv-cache-dtype: unknown KV cache dtype {value!r}", hint=f"choose one of: {', '.join(KV_CACHE_DTYPES)}")
+    return value
+
+
 def _context(details: Any, profile: HardwareProfile, opts: PlanOptions) -> _Context:
     util = _checked_utilization(opts)
+    kv_dtype = _checked_kv_dtype(opts.kv_cache_dtype)
     cfg = _config_of(details)
-    notes: list[str] = list(modelinfo.attention_notes(cfg, 2))
+    notes: list[str] = kvcache.kv_notes(cfg, kvcache.kv_layout(cfg, 2))
     model_len = cfg.max_position_embeddings
     if model_len is None:
         model_len = 2048
@@ -334,6 +393,7 @@ def _context(details: Any, profile: HardwareProfile, opts: PlanOptions) -> _Cont
     return _Context(
         details=details, cfg=cfg, profile=profile, dtype=opts.dtype, engine=opts.engine, util=util,
         model_len=model_len, desired=desired, min_len=min(MIN_CONTEXT, desired), notes=notes, common=common,
+        kv_cache_dtype=kv_dtype,
     )
 
 
@@ -341,11 +401,28 @@ def _context(details: Any, profile: HardwareProfile, opts: PlanOptions) -> _Cont
 
 
 def _figures(ctx: _Context, dtype: str) -> _Figures:
-    return _Figures(dtype, weights_bytes(ctx.details, dtype), modelinfo.kv_bytes_per_token(ctx.cfg, _dtype_bytes(dtype)))
+    w = weights_figure(ctx.details, dtype)
+    kv_bytes = 1 if ctx.kv_cache_dtype == "fp8" else _dtype_bytes(dtype)
+    return _Figures(dtype, w.bytes, kvcache.kv_layout(ctx.cfg, kv_bytes), w.parameters, w.source)
 
 
-def _concurrency(room: int, per_token: int, length: int, cap: int) -> int:
-    return int(max(1, min(cap, room // (per_token * length))))
+NO_LIMIT = 1 << 40  # tokens, when no layer's cache grows with the context
+
+
+def _tokens_in(room: int, fig: _Figures, length: int, factor: int = 1) -> int:
+    """How many tokens of one sequence's growing cache fit in ``room`` next to its bounded part."""
+    left = room - fig.kv.fixed(length) * factor
+    if left <= 0:
+        return 0
+    return left // (fig.kv_per_token * factor) if fig.kv_per_token else NO_LIMIT
+
+
+def _length_in(room: int, fig: _Figures, desired: int, factor: int = 1) -> int:
+    return min(desired, _round_len(_tokens_in(room, fig, desired, factor))) if room > 0 else 0
+
+
+def _concurrency(room: int, fig: _Figures, length: int, cap: int, factor: int = 1) -> int:
+    return int(max(1, min(cap, room // max(1, fig.kv.per_sequence(length) * factor))))
 
 
 def _capped_warning(holds: str, tokens: int, desired: int, length: int, remedy: str) -> PlanWarning:
@@ -371,7 +448,7 @@ class _TpChoice:
     tp: int
     length: int
     room: int  # KV-cache room over all TP ranks
-    per_token: int  # KV bytes per token with KV heads replicated over TP
+    factor: int  # how many times the cache is stored over the TP ranks (see _tp_factor)
     capped: bool
 
 
@@ -379,10 +456,13 @@ def _tp_sizes(cfg: modelinfo.ModelConfig, gpu_count: int) -> list[int]:
     return [tp for tp in (1, 2, 4, 8, 16, 32, 64) if tp <= gpu_count and cfg.num_attention_heads % tp == 0]
 
 
-def _tp_per_token(cfg: modelinfo.ModelConfig, kv_per_token: int, tp: int) -> int:
-    # vLLM replicates KV heads when TP exceeds them: each GPU keeps at least one.
+def _tp_factor(cfg: modelinfo.ModelConfig, tp: int) -> int:
+    """How many times the KV cache is stored over ``tp`` GPUs: vLLM replicates KV heads when TP
+    exceeds them (each GPU keeps at least one), and MLA's single latent on every GPU."""
+    if cfg.is_mla:
+        return tp
     nkv = cfg.num_key_value_heads
-    return kv_per_token * -(-tp // nkv) if tp > nkv else kv_per_token
+    return -(-tp // nkv) if tp > nkv else 1
 
 
 def _tp_room(mem: int, util: float, fig: _Figures, reserve: int, tp: int) -> int:
@@ -392,19 +472,17 @@ def _tp_room(mem: int, util: float, fig: _Figures, reserve: int, tp: int) -> int
 def _choose_tp(ctx: _Context, fig: _Figures, reserve: int, mem: int, tps: list[int]) -> _TpChoice | None:
     """The smallest TP that holds the full context, else the largest with a capped one."""
     for tp in tps:
-        room = _tp_room(mem, ctx.util, fig, reserve, tp)
-        k = _tp_per_token(ctx.cfg, fig.kv_per_token, tp)
-        if room > 0 and room // k >= ctx.desired:
-            return _TpChoice(tp, ctx.desired, room, k, capped=False)
+        room, factor = _tp_room(mem, ctx.util, fig, reserve, tp), _tp_factor(ctx.cfg, tp)
+        if room > 0 and _tokens_in(room, fig, ctx.desired, factor) >= ctx.desired:
+            return _TpChoice(tp, ctx.desired, room, factor, capped=False)
     if not tps:
         return None
     tp = tps[-1]
-    room = _tp_room(mem, ctx.util, fig, reserve, tp)
-    k = _tp_per_token(ctx.cfg, fig.kv_per_token, tp)
-    length = _round_len(room // k) if room > 0 else 0
+    room, factor = _tp_room(mem, ctx.util, fig, reserve, tp), _tp_factor(ctx.cfg, tp)
+    length = _length_in(room, fig, ctx.desired, factor)
     if length < ctx.min_len:
         return None
-    return _TpChoice(tp, min(length, ctx.desired), room, k, capped=True)
+    return _TpChoice(tp, length, room, factor, capped=True)
 
 
 def _try_vllm(ctx: _Context) -> _Outcome | None:
@@ -419,6 +497,8 @@ def _try_vllm(ctx: _Context) -> _Outcome | None:
     if cc < VLLM_MIN_CC:
         ctx.reasons.append(f"vLLM needs compute capability ≥ {VLLM_MIN_CC}; the GPU has {cc:.1f}")
         return None
+    if not _vllm_can_serve(ctx, cc):
+        return None
     dt, dt_warn = _gpu_dtype(ctx.dtype, ctx.details.dtype, cc)
     fig, reserve = _figures(ctx, dt), reserve_bytes(ctx.cfg, dt)
     mem = min(g.memory_total for g in gpus)
@@ -430,28 +510,49 @@ def _try_vllm(ctx: _Context) -> _Outcome | None:
     return _vllm_outcome(ctx, fig, reserve, mem, cc, choice, dt_warn)
 
 
+def _vllm_can_serve(ctx: _Context, cc: float) -> bool:
+    """Encoders take the Transformers embeddings path; a quantization format needs its kernels' cc."""
+    if ctx.task == "embed":
+        ctx.reasons.append("encoder model: served by the Transformers embeddings path, not vLLM")
+        return False
+    method = ctx.cfg.quantization
+    need = QUANT_MIN_CC.get(method or "")
+    if need is not None and cc < need:
+        ctx.reasons.append(f"vLLM: {method} checkpoints need compute capability ≥ {need}; the GPU has {cc:.1f}")
+        _add(ctx.failures, PlanWarning(QUANTIZATION_UNSUPPORTED, f"vLLM has no {method} kernels for compute "
+                                       f"capability {cc:.1f} (needs ≥ {need}); pick a bf16/fp16 variant or a newer GPU."))
+        return False
+    if method == "fp8" and cc < FP8_NATIVE_CC:
+        ctx.notes.append(f"FP8 weights on compute capability {cc:.1f} < {FP8_NATIVE_CC}: vLLM runs them weight-only "
+                         "through its Marlin kernels (W8A16)")
+    return True
+
+
 def _vllm_outcome(ctx: _Context, fig: _Figures, reserve: int, mem: int, cc: float, choice: _TpChoice,
                   dt_warn: PlanWarning | None) -> _Outcome:
-    tp, room, k, kvpt = choice.tp, choice.room, choice.per_token, fig.kv_per_token
+    tp, room, factor, kvpt = choice.tp, choice.room, choice.factor, fig.kv_per_token
+    k = kvpt * factor
+    tokens = _tokens_in(room, fig, ctx.desired, factor)
     reasons = [*ctx.reasons, f"{ctx.profile.summary()}: compute capability {cc:.1f} ≥ {VLLM_MIN_CC} → vLLM"]
     if tp > 1:
         reasons.append(f"one GPU is not enough: tensor parallel {tp} (the smallest power of two that divides "
                        f"{ctx.cfg.num_attention_heads} attention heads and fits)")
     reasons.append(f"weights {gib(fig.weights)} in {fig.dtype}; per GPU {gib(mem)} × {ctx.util:g} − "
                    f"{gib(fig.weights / tp)} weights − {gib(reserve)} reserve leaves {gib(room / tp)} for the KV cache")
-    replicated = f" ({k} with KV heads replicated over TP {tp})" if k != kvpt else ""
-    reasons.append(f"KV cache {kvpt} bytes/token{replicated} → room for {room // k} tokens")
+    replicated = f" ({k} with the cache replicated over TP {tp})" if k != kvpt else ""
+    held = "the full context" if tokens >= NO_LIMIT else f"{tokens} tokens"
+    reasons.append(f"KV cache {kvpt} bytes/token{replicated} → room for {held}")
     capped = None
     if choice.capped:
         capped = _capped_warning(
-            "the KV cache holds", room // k, ctx.desired, choice.length,
+            "the KV cache holds", tokens, ctx.desired, choice.length,
             "For the full context use more GPUs, a shorter --max-model-len, or a quantized variant.",
         )
     if cc < 7.5:
         ctx.notes.append("recent vLLM releases need compute capability ≥ 7.5: check that the vLLM in the "
                          f"engine image still supports this {cc:.1f} GPU")
     return _Outcome(
-        "vllm", "cuda", fig, choice.length, _concurrency(room, k, choice.length, MAX_NUM_SEQS), tp, reasons,
+        "vllm", "cuda", fig, choice.length, _concurrency(room, fig, choice.length, MAX_NUM_SEQS, factor), tp, reasons,
         ctx.warnings(dt_warn, capped), reserve=reserve, kv_room=room, memory=mem,
     )
 
@@ -475,9 +576,8 @@ def _try_transformers_gpu(ctx: _Context) -> _Outcome | None:
     cc, mem = gpus[0].cc, gpus[0].memory_total
     dt, dt_warn = _gpu_dtype(ctx.dtype, ctx.details.dtype, cc)
     fig, reserve = _figures(ctx, dt), reserve_bytes(ctx.cfg, dt)
-    kvpt = fig.kv_per_token
     room = int(mem * ctx.util - fig.weights - reserve)
-    length = min(ctx.desired, _round_len(room // kvpt)) if room > 0 else 0
+    length = _length_in(room, fig, ctx.desired)
     if length < ctx.min_len:
         if fig.weights > mem * ctx.util:
             ctx.reasons.append(f"Transformers on GPU: weights {gib(fig.weights)} do not fit in one GPU "
@@ -490,10 +590,10 @@ def _try_transformers_gpu(ctx: _Context) -> _Outcome | None:
                              f"weights − {gib(reserve)} reserve leaves {gib(room)} for the KV cache"]
     capped = None
     if length < ctx.desired:
-        capped = _capped_warning("the KV cache holds", room // kvpt, ctx.desired, length,
+        capped = _capped_warning("the KV cache holds", _tokens_in(room, fig, ctx.desired), ctx.desired, length,
                                  "Use a larger GPU or a shorter --max-model-len.")
     return _Outcome(
-        "transformers", "cuda", fig, length, _concurrency(room, kvpt, length, TRANSFORMERS_MAX_CONCURRENCY), 1,
+        "transformers", "cuda", fig, length, _concurrency(room, fig, length, TRANSFORMERS_MAX_CONCURRENCY), 1,
         reasons, ctx.warnings(dt_warn, capped), reserve=reserve, kv_room=room, memory=mem,
     )
 
@@ -512,7 +612,7 @@ def _best_cpu_option(ctx: _Context, budget: int) -> tuple[_Figures, int, int] | 
     for dt in _cpu_dtypes(ctx):
         fig = _figures(ctx, dt)
         room = budget - fig.weights
-        length = min(ctx.desired, _round_len(room // fig.kv_per_token)) if room > 0 else 0
+        length = _length_in(room, fig, ctx.desired)
         if length >= ctx.desired:
             return fig, room, length
         if length >= ctx.min_len and (best is None or length > best[2]):
@@ -559,17 +659,17 @@ def _cpu_fallback_warning(ctx: _Context) -> PlanWarning | None:
 
 
 def _cpu_outcome(ctx: _Context, ram: int, fig: _Figures, room: int, length: int) -> _Outcome:
-    dt, kvpt = fig.dtype, fig.kv_per_token
+    dt = fig.dtype
     reasons = [*ctx.reasons, f"Transformers on CPU: weights {gib(fig.weights)} in {dt}; RAM {gib(ram)} × "
                              f"{RAM_UTILIZATION:g} − {gib(CPU_RESERVE)} runtime − weights leaves {gib(room)} for the KV cache"]
     if dt == "float32" and ctx.details.dtype in ("bfloat16", "float16"):
         reasons.append(f"float32 on CPU: {ctx.details.dtype} matmuls are slow on most CPUs")
     capped = None
     if length < ctx.desired:
-        capped = _capped_warning("RAM holds a KV cache of", room // kvpt, ctx.desired, length,
+        capped = _capped_warning("RAM holds a KV cache of", _tokens_in(room, fig, ctx.desired), ctx.desired, length,
                                  "Add RAM or use a shorter --max-model-len.")
     return _Outcome(
-        "transformers", "cpu", fig, length, _concurrency(room, kvpt, length, TRANSFORMERS_MAX_CONCURRENCY), 1,
+        "transformers", "cpu", fig, length, _concurrency(room, fig, length, TRANSFORMERS_MAX_CONCURRENCY), 1,
         reasons, ctx.warnings(_cpu_fallback_warning(ctx), capped, failures=True),
         reserve=CPU_RESERVE, kv_room=room, memory=ram,
     )
@@ -602,9 +702,22 @@ def _decide(ctx: _Context) -> _Outcome:
     return _does_not_fit(ctx)
 
 
+def _sources(ctx: _Context, fig: _Figures) -> dict[str, str]:
+    """Where each figure of the plan came from."""
+    ram = ctx.profile.ram_total
+    return {
+        "parameters": fig.source,
+        "weights": fig.source,
+        "kv_cache": "none (encoder)" if ctx.task == "embed" else "vllm-kv-cache-spec",
+        "context": "config.json" if ctx.cfg.max_position_embeddings else "assumed 2048",
+        "target": "target profile" if ram or ctx.profile.gpus else "unknown",
+        "ram": "target profile" if ram else "unknown (pass --ram GiB)",
+    }
+
+
 def _build_plan(ctx: _Context, out: _Outcome) -> Plan:
     """The one place a :class:`Plan` is made."""
-    d = ctx.details
+    d, fig = ctx.details, out.figures
     return Plan(
         model=d.model, engine=out.engine, device=out.device, fits=out.engine is not None, dtype=out.figures.dtype,
         weights_bytes=out.figures.weights, kv_bytes_per_token=out.figures.kv_per_token,
@@ -612,8 +725,10 @@ def _build_plan(ctx: _Context, out: _Outcome) -> Plan:
         tensor_parallel_size=out.tensor_parallel_size, gpu_memory_utilization=ctx.util,
         reasons=out.reasons, warnings=out.warnings, model_max_model_len=ctx.model_len,
         reserve_bytes=out.reserve, kv_cache_bytes=out.kv_room, memory_bytes=out.memory,
-        trust_remote_code=d.trust_remote_code, parameters=d.parameters, weight_format=d.weight_format,
-        revision=d.revision, source=d.source, target=ctx.profile.summary(), notes=ctx.notes,
+        trust_remote_code=d.trust_remote_code, parameters=fig.parameters, weight_format=d.weight_format,
+        revision=d.revision, source=d.source, target=ctx.profile.summary(), notes=ctx.notes, task=ctx.task,
+        quantization=ctx.cfg.quantization, kv_cache_dtype=ctx.kv_cache_dtype,
+        kv_bytes_per_sequence_bounded=fig.kv.fixed(out.max_model_len), sources=_sources(ctx, fig),
     )
 
 
@@ -631,7 +746,7 @@ def make_plan(
     """Plan ``model`` (a :class:`discovery.ModelDetails`, a local folder or a hub id)
     on ``profile``, with ``options`` or the same choices as keywords. Bad arguments
     raise :class:`UsageError` naming the flag."""
-    keywords = PlanOptions(max_model_len, dtype, gpu_memory_utilization, engine, revision)
+    keywords = PlanOptions(max_model_len, dtype, gpu_memory_utilization, engine, revision, "auto")
     if options is None:
         options = keywords
     elif keywords != PlanOptions():
@@ -658,8 +773,8 @@ def plan_rows(plan: Plan) -> list[tuple[str, str]]:
         ("engine", engine),
         ("device", plan.device or "-"),
         ("dtype", plan.dtype),
-        ("weights", human_bytes(plan.weights_bytes)),
-        ("KV cache / token", f"{plan.kv_bytes_per_token:,} B"),
+        ("weights", f"{human_bytes(plan.weights_bytes)}  [{plan.sources.get('weights', '?')}]"),
+        ("KV cache / token", f"{plan.kv_bytes_per_token:,} B  [{plan.sources.get('kv_cache', '?')}]"),
         ("max model len", ctx),
         ("concurrent sequences", str(plan.max_concurrent_sequences)),
     ]
@@ -667,8 +782,15 @@ def plan_rows(plan: Plan) -> list[tuple[str, str]]:
         rows.append(("GPU memory utilization", f"{plan.gpu_memory_utilization:g}"))
     if plan.kv_cache_bytes:
         rows.append(("KV cache room", human_bytes(plan.kv_cache_bytes)))
+    if plan.kv_bytes_per_sequence_bounded:
+        rows.append(("KV bounded / sequence", f"{plan.kv_bytes_per_sequence_bounded:,} B (sliding-window, chunked, state)"))
     if plan.parameters:
-        rows.append(("parameters", f"{plan.parameters:,}"))
+        rows.append(("parameters", f"{plan.parameters:,}  [{plan.sources.get('parameters', '?')}]"))
+    if plan.quantization:
+        rows.append(("quantization", plan.quantization))
+    if plan.task == "embed":
+        rows.append(("task", "embeddings (encoder, no KV cache)"))
+    rows.append(("RAM", plan.sources.get("ram", "?")))
     return rows
 
 

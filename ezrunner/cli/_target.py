@@ -76,19 +76,29 @@ def profile_from_args(args: argparse.Namespace, *, probe_path: str = "."):
                               ("--compute-capability", cc)) if v is not None]
         if bad:
             raise UsageError(f"--cpu-only: cannot be combined with {', '.join(bad)}")
-        return hardware.manual_profile(gpu_count=0, ram_gib=ram)
+        return _target_ram(hardware.manual_profile(gpu_count=0, ram_gib=ram), ram)
     if gpu:
         if mem is not None or cc is not None:
             raise UsageError("--gpu: a preset already sets memory and compute capability; drop --gpu-memory/--compute-capability")
-        return hardware.preset_profile(gpu, 1 if count is None else count, ram_gib=ram)
+        return _target_ram(hardware.preset_profile(gpu, 1 if count is None else count, ram_gib=ram), ram)
     if mem is not None or count is not None or cc is not None:
         if cc is not None:
             hardware.validate_compute_capability(cc, "--compute-capability")
         if count == 0:
-            return hardware.manual_profile(gpu_count=0, ram_gib=ram)
-        return hardware.manual_profile(gpu_count=1 if count is None else count, gpu_memory_gib=mem,
-                                       compute_capability=cc, ram_gib=ram)
+            return _target_ram(hardware.manual_profile(gpu_count=0, ram_gib=ram), ram)
+        return _target_ram(hardware.manual_profile(gpu_count=1 if count is None else count, gpu_memory_gib=mem,
+                                                   compute_capability=cc, ram_gib=ram), ram)
     prof = hardware.probe(probe_path)
     if ram is not None:
         hardware.apply_ram(prof, ram)
+    return prof
+
+
+def _target_ram(prof, ram):
+    """A preset or typed target is another machine: without --ram its RAM is unknown (the plan asks
+    for it), never this machine's."""
+    if ram is None:
+        prof.ram_total = prof.ram_available = None
+        prof.notes = [n for n in prof.notes if "RAM taken from this machine" not in n]
+        prof.notes.append("the target's RAM is unknown: pass --ram GiB to plan a CPU fallback")
     return prof

@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-model-len", type=int, metavar="N", help="context length to plan for (default: the model's)")
     p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"], help="weights dtype (default auto)")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9, metavar="F", help="fraction of GPU memory to use (default 0.9)")
+    p.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8"], help="KV cache dtype (fp8 halves a 16-bit cache; default auto)")
     p.add_argument("--engine", default="auto", choices=["auto", "vllm", "transformers"], help="force an engine (default auto)")
     p.add_argument("--revision", help="a branch, tag or commit of a hub model")
     p.add_argument("--source", default="auto", choices=["auto", "hf", "modelscope", "local"], help="where MODEL lives (default: folder if it exists, else Hugging Face)")
@@ -39,7 +40,8 @@ def _run(args: argparse.Namespace) -> int:
     profile = profile_from_args(args)
     details = discovery.model_details(args.model, args.revision, source=args.source)
     options = PlanOptions(max_model_len=args.max_model_len, dtype=args.dtype,
-                          gpu_memory_utilization=args.gpu_memory_utilization, engine=args.engine)
+                          gpu_memory_utilization=args.gpu_memory_utilization, engine=args.engine,
+                          kv_cache_dtype=args.kv_cache_dtype)
     plan = make_plan(details, profile, options)
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))
