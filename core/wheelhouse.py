@@ -24,7 +24,7 @@ from ezrunner.core import locations
 from ezrunner.core.errors import EzError
 from ezrunner.core.events import Event, LogLines, PhaseFinished, PhaseStarted
 
-# The embedded server's needs (contract A) when images/server/requirements.txt is absent.
+# The embedded server's needs when images/server/requirements.txt is absent.
 DEFAULT_SERVER_REQUIREMENTS = (
     "fastapi",
     "uvicorn",

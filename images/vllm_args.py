@@ -1,4 +1,4 @@
-"""The exact ``vllm serve`` command line for a plan (contract A).
+"""The exact ``vllm serve`` command line for a plan.
 
 vLLM images run vLLM's own OpenAI server, not a proxy. This turns the plan JSON
 (``ezrunner.core.plan.Plan.to_dict()``) into the argv the image's CMD runs.

@@ -1,4 +1,4 @@
-"""Read side of the bundle format (contract C): find split parts, read them as one
+"""Read side of the bundle format (``bundle.format``): find split parts, read them as one
 stream, check the structure and the checksum before anything reaches Docker.
 
 Nothing here imports docker: verifying a bundle needs only the files.

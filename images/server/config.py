@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# What the packer and the run side need to know about this server (contract A).
+# What the packer and the run side need to know about this server.
 PORT = 8000  # the port inside the image
 READY_PATH = "/ready"  # 503 until the model is loaded and warmed up, then 200
 HEALTH_PATH = "/health"  # 200 while the process lives
