@@ -34,8 +34,3 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "w", **kwargs) -> It
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
     with atomic_writer(path, "w", encoding=encoding) as fh:
         fh.write(text)
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_writer(path, "wb") as fh:
-        fh.write(data)

@@ -3,16 +3,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from ezrunner.core.settings import settings
 
 
 def home() -> Path:
-    env = os.environ.get("EZRUNNER_HOME")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "ezrunner"
+    return settings().home
 
 
 def demo_model_dir() -> Path:

@@ -101,9 +101,9 @@ class EzRunnerApp(App[None]):
         self.errors_shown: list[str] = []
 
     def on_mount(self) -> None:
-        import os
+        from ezrunner.core.settings import settings
 
-        keymap = parse_keymap(os.environ.get("EZRUNNER_KEYMAP", ""))
+        keymap = parse_keymap(settings().keymap)
         if keymap:
             self.set_keymap(keymap)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from collections.abc import Sequence
 
@@ -52,8 +51,10 @@ def _print_error(message: str, hint: str | None = None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    debug = args.debug or os.environ.get("EZRUNNER_DEBUG") == "1"
     from ezrunner.core.errors import EzError
+    from ezrunner.core.settings import settings
+
+    debug = args.debug or settings().debug
 
     try:
         if args.command is None:
