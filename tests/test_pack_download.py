@@ -129,7 +129,7 @@ def _error_line(stderr: str) -> str:
 
 def test_pack_from_the_hub_pins_the_commit_and_skips_duplicates(packed_bundle, fake_hub, tmp_path, tmp_path_factory, base_image):
     out = tmp_path / "hub.tar"
-    proc = subprocess.run([EZRUNNER, "pack", REPO, "-o", str(out), "--cpu-only", "--engine", "transformers",
+    proc = subprocess.run([EZRUNNER, "pack", REPO, "-o", str(out), "--cpu-only", "--ram", "16", "--engine", "transformers",
                            "--base-image", base_image, "--revision", "main"],
                           capture_output=True, text=True, timeout=900, env=_env(tmp_path, fake_hub, pack_home(tmp_path_factory)))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -147,7 +147,7 @@ def test_pack_from_the_hub_pins_the_commit_and_skips_duplicates(packed_bundle, f
 
 
 def test_missing_model_is_one_line(fake_hub, tmp_path, docker_engine):
-    proc = subprocess.run([EZRUNNER, "pack", "ezr/nope", "-o", str(tmp_path / "b.tar"), "--cpu-only"],
+    proc = subprocess.run([EZRUNNER, "pack", "ezr/nope", "-o", str(tmp_path / "b.tar"), "--cpu-only", "--ram", "16"],
                           capture_output=True, text=True, timeout=300, env=_env(tmp_path, fake_hub, tmp_path / "home"))
     assert proc.returncode == 1
     assert "not found on the hub" in _error_line(proc.stderr)
@@ -155,7 +155,7 @@ def test_missing_model_is_one_line(fake_hub, tmp_path, docker_engine):
 
 
 def test_gated_model_without_token_is_one_line(fake_hub, tmp_path, docker_engine):
-    proc = subprocess.run([EZRUNNER, "pack", "ezr/gated", "-o", str(tmp_path / "b.tar"), "--cpu-only"],
+    proc = subprocess.run([EZRUNNER, "pack", "ezr/gated", "-o", str(tmp_path / "b.tar"), "--cpu-only", "--ram", "16"],
                           capture_output=True, text=True, timeout=300, env=_env(tmp_path, fake_hub, tmp_path / "home"))
     assert proc.returncode == 1
     line = _error_line(proc.stderr)
@@ -167,7 +167,7 @@ def test_unreachable_hub_is_one_line(tmp_path, docker_engine):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.run([EZRUNNER, "pack", "ezr/tiny-llama", "-o", str(tmp_path / "b.tar"), "--cpu-only"],
+    proc = subprocess.run([EZRUNNER, "pack", "ezr/tiny-llama", "-o", str(tmp_path / "b.tar"), "--cpu-only", "--ram", "16"],
                           capture_output=True, text=True, timeout=300,
                           env=_env(tmp_path, f"http://127.0.0.1:{port}", tmp_path / "home"))
     assert proc.returncode == 1
