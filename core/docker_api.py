@@ -61,18 +61,23 @@ def docker_error(exc: BaseException) -> EzError:
     return EzError(f"Docker: {first}")
 
 
-def image_or_none(client: Any, ref: str) -> Any:
-    """The image named ``ref`` (tag or id), or None when the engine lacks it."""
+def _or_none(get: Any, ref: str) -> Any:
+    """``get(ref)``, or None when the engine has no such object (404)."""
     import docker
 
     try:
-        return client.images.get(ref)
-    except docker.errors.ImageNotFound:
+        return get(ref)
+    except docker.errors.NotFound:
         return None
     except docker.errors.APIError as exc:
         if getattr(exc, "status_code", None) == 404:
             return None
         raise docker_error(exc) from None
+
+
+def image_or_none(client: Any, ref: str) -> Any:
+    """The image named ``ref`` (tag or id), or None when the engine lacks it."""
+    return _or_none(client.images.get, ref)
 
 
 def require_image(client: Any, ref: str) -> Any:
@@ -90,11 +95,4 @@ def require_image(client: Any, ref: str) -> Any:
 
 def container_or_none(client: Any, name: str) -> Any:
     """The container ``name`` (or id), or None."""
-    import docker
-
-    try:
-        return client.containers.get(name)
-    except docker.errors.NotFound:
-        return None
-    except docker.errors.APIError as exc:
-        raise docker_error(exc) from None
+    return _or_none(client.containers.get, name)

@@ -8,7 +8,7 @@ here only when none of these fits.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -74,3 +74,18 @@ EventCallback = Callable[[Event], None]
 
 def ignore(_event: Event) -> None:
     """The default callback: drop events."""
+
+
+def drive(events: Iterable[Event], on_event: EventCallback, after: Callable[[], None] | None = None) -> Any:
+    """Hand every event of a generator to ``on_event`` (then call ``after``, e.g. a
+    cancel check); returns what the generator returns: the callback form of
+    ``result = yield from step()`` for a caller that is not a generator."""
+    it = iter(events)
+    while True:
+        try:
+            event = next(it)
+        except StopIteration as stop:
+            return stop.value
+        on_event(event)
+        if after is not None:
+            after()

@@ -287,12 +287,6 @@ def pack(options: PackOptions, *, on_event: ev.EventCallback | None = None) -> P
     cb = on_event or ev.ignore
     gen = iter_pack(options)
     try:
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as done:
-                return done.value
-            cb(event)
-            options.check()
+        return ev.drive(gen, cb, after=options.check)
     finally:
         gen.close()

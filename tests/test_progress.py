@@ -122,7 +122,7 @@ def render(layout_name: str, events, *, terminal: bool = False, width: int = 80)
     console = Console(file=io.StringIO(), width=width, highlight=False, force_terminal=terminal)
     renderer = _render.EventRenderer(getattr(_render, layout_name), console)
     with renderer:
-        _render.drive(events, renderer)
+        ev.drive(events, renderer)
     return console.file.getvalue(), renderer
 
 
@@ -194,7 +194,7 @@ def test_terminal_rendering_fits_80_columns(layout_name, name):
 
 
 def test_drive_returns_what_the_generator_returns():
-    from ezrunner.cli._render import drive
+    from ezrunner.core.events import drive
 
     def gen():
         yield ev.PhaseStarted("export", "x")

@@ -16,7 +16,7 @@ Both fit 80 columns. rich is imported when a renderer is made, not at import.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,18 +63,6 @@ def short(text: str, n: int = TEXT_WIDTH) -> str:
     """One line of at most ``n`` characters, padded to ``n``."""
     text = " ".join(str(text).split())
     return (text if len(text) <= n else text[: n - 1] + "…").ljust(n)
-
-
-def drive(events: Iterable[ev.Event], on_event: Callable[[ev.Event], None]) -> Any:
-    """Hand every event of a generator to ``on_event``; returns what the generator
-    returns (``result = yield from ...`` for a caller that is not a generator)."""
-    it = iter(events)
-    while True:
-        try:
-            event = next(it)
-        except StopIteration as stop:
-            return stop.value
-        on_event(event)
 
 
 class EventRenderer:

@@ -78,7 +78,8 @@ def _run(args: argparse.Namespace) -> int:
 def render(gen: Generator[Any, None, T]) -> T:
     """Drive the pack's event generator with the shared renderer (its phase table);
     returns what the generator returns."""
-    from ezrunner.cli._render import PACK, EventRenderer, drive
+    from ezrunner.cli._render import PACK, EventRenderer
+    from ezrunner.core.events import drive
 
     try:
         with EventRenderer(PACK) as renderer:
