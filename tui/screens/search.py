@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from ezrunner.core.errors import EzError
 from ezrunner.tui.format import dash, human_bytes, human_count, yes_no
 from ezrunner.tui.screens.base import EzScreen
 from ezrunner.tui.widgets.steps import StepIndicator
@@ -173,8 +174,6 @@ class SearchScreen(EzScreen[None]):
     def _model_of(row: SearchResult) -> ModelRef | None:
         """The ``ModelRef`` a pick of ``row`` means (None for an id the hub allows
         but a ModelRef does not)."""
-        from ezrunner.core.errors import EzError
-
         try:
             return row.ref
         except EzError:
