@@ -168,7 +168,7 @@ def screen_text(app) -> str:
 # ------------------------------------------------------------------ recorded hub
 @pytest.fixture(scope="module")
 def replay_hub():
-    """The hub seam pointed at issue 3's replay of recorded hub API responses
+    """The hub seam pointed at a replay of recorded hub API responses
     (tests/fixtures/hub, served by test_discovery's handler)."""
     from test_discovery import _Replay
 

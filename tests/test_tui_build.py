@@ -48,7 +48,7 @@ async def test_no_fit_plan_needs_confirmation_and_docker_down_fails_in_one_line(
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         review = await to_review(pilot, app, tiny_model_dir, manual_ram="0.5")
-        assert app.wizard.plan["fits"] is False
+        assert app.wizard.plan.fits is False
         assert "NO - does not fit" in screen_text(app)
         out = tmp_path / "out"
         out.mkdir()
@@ -80,11 +80,12 @@ async def test_no_fit_plan_needs_confirmation_and_docker_down_fails_in_one_line(
 
 async def test_cancel_asks_first_and_no_keeps_building(tmp_path):
     """The cancel dialog on a running job: "n" changes nothing, "y" cancels."""
+    from ezrunner.core.pack import PackOptions
     from ezrunner.tui.build_job import BuildJob
 
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        job = BuildJob(app, {"model": "unused", "output": str(tmp_path / "b.tar")})
+        job = BuildJob(app, PackOptions(model="unused", output=str(tmp_path / "b.tar")))
         job.progress.state = "running"  # as if started; no worker runs in this test
         app.build_job = job
         build = BuildScreen(job)
@@ -109,7 +110,7 @@ async def test_whole_pack_wizard_to_done(packed_bundle, base_image, tiny_model_d
     async with app.run_test(size=(80, 24)) as pilot:
         await to_review(pilot, app, tiny_model_dir)
         app.screen.query_one("#opt-engine", Select).value = "transformers"
-        await until(pilot, lambda: app.wizard.plan["engine"] == "transformers", what="plan")
+        await until(pilot, lambda: app.wizard.plan.engine == "transformers", what="plan")
         target = tmp_path / "wizard.tar"
         await type_into(pilot, app, "#opt-output", str(target))
         await type_into(pilot, app, "#opt-base", base_image)
@@ -119,12 +120,12 @@ async def test_whole_pack_wizard_to_done(packed_bundle, base_image, tiny_model_d
         await until(pilot, lambda: isinstance(app.screen, (BuildScreen, DoneScreen)), what="build screen")
         await until(pilot, lambda: isinstance(app.screen, DoneScreen), timeout=900, what="done screen")
         done = app.screen
-        facts = done.facts
-        assert Path(facts["path"]) == target and target.is_file()
+        result = done.result
+        assert Path(result.bundle) == target and target.is_file() and result.parts == []
         digest = hashlib.sha256(target.read_bytes()).hexdigest()
-        assert facts["sha256"] == digest
+        assert result.sha256 == digest
         assert (tmp_path / "wizard.tar.sha256").read_text().split()[0] == digest
-        assert facts["size"] == target.stat().st_size
+        assert result.size == target.stat().st_size
         text = screen_text(app)
         assert digest in text and "ezrunner run /srv/bundles/wizard.tar" in text
         assert "docker load -i wizard.tar" in text
@@ -142,6 +143,7 @@ import asyncio, json, sys
 sys.path.insert(0, sys.argv[1])
 from support_tui import FakeNvml, until
 from ezrunner.core.hardware import manual_profile
+from ezrunner.core.hubs import ModelRef
 from ezrunner.tui.app import EzRunnerApp
 from ezrunner.tui.dialogs.confirm import ConfirmDialog
 from ezrunner.tui.screens.build import BuildScreen
@@ -151,7 +153,7 @@ async def main():
     app = EzRunnerApp(hub={"hf": sys.argv[3]}, nvml=FakeNvml(missing=True), show_version=False)
     async with app.run_test(size=(80, 24)) as pilot:
         w = app.wizard
-        w.model, w.engine, w.output = "ezr/tiny-llama", "transformers", out_dir + "/hub.tar"
+        w.model, w.engine, w.output = ModelRef("hf", "ezr/tiny-llama"), "transformers", out_dir + "/hub.tar"
         w.profile = manual_profile(gpu_count=0, ram_gib=16)
         app.push_screen(BuildScreen())
         await until(pilot, lambda: app.build_job and app.build_job.progress.phase == "download"

@@ -90,12 +90,11 @@ def test_search_results_from_a_recorded_hub(snap_compare, replay_hub, private_ca
 
 def _prepare(app, model_dir, profile, for_this_machine=False):
     from ezrunner.core.discovery import local_details
-    from ezrunner.tui.services import as_dict
+    from ezrunner.core.hubs import ModelRef
 
     w = app.wizard
-    w.model = str(model_dir)
-    w.details_obj = local_details(model_dir)
-    w.details = as_dict(w.details_obj)
+    w.model = ModelRef("local", str(model_dir))
+    w.details = local_details(model_dir)
     w.profile = profile
     w.for_this_machine = for_this_machine
     w.output = "/bundles/tiny-llama.tar"
@@ -148,12 +147,13 @@ def test_review_no_fit_confirmation(snap_compare, tiny_model_dir):
 def test_build_progress(snap_compare):
     async def run_before(pilot):
         from ezrunner.core import events as ev
+        from ezrunner.core.pack import PackOptions
         from ezrunner.tui.build_job import BuildJob
         from ezrunner.tui.screens.build import BuildScreen
 
         app = pilot.app
         clock = app.clock
-        job = BuildJob(app, {"model": "m", "output": "/bundles/m.tar"})
+        job = BuildJob(app, PackOptions(model="m", output="/bundles/m.tar"))
         job.progress.state = "running"
         app.build_job = job
         clock.set_time(0.0)
@@ -179,15 +179,24 @@ def test_build_progress(snap_compare):
 
 def test_done(snap_compare):
     async def run_before(pilot):
+        from ezrunner.core.bundle.format import BundleManifest
+        from ezrunner.core.pack import PackResult
         from ezrunner.tui.screens.done import DoneScreen
 
-        result = {
-            "bundle": "/bundles/tiny-llama.tar",
-            "parts": ["/bundles/tiny-llama.tar.part-001", "/bundles/tiny-llama.tar.part-002"],
-            "sha256": "0123456789abcdef" * 4,
-            "size": 1_412_345_678,
-            "image_tag": "ezrunner/tiny-llama:transformers-cpu-0123456789ab",
-        }
+        tag = "ezrunner/tiny-llama:transformers-cpu-0123456789ab"
+        result = PackResult(
+            bundle="/bundles/tiny-llama.tar",
+            parts=["/bundles/tiny-llama.tar.part-001", "/bundles/tiny-llama.tar.part-002"],
+            sidecar="/bundles/tiny-llama.tar.sha256",
+            sha256="0123456789abcdef" * 4,
+            size=1_412_345_678,
+            image_tag=tag,
+            image_id="sha256:" + "ab" * 32,
+            engine_image="ezrunner-engine/transformers-cpu:0123456789ab",
+            engine_reused=True,
+            manifest=BundleManifest(model="tiny-llama", served_model_name="tiny-llama", engine="transformers",
+                                    device="cpu", image_id="sha256:" + "ab" * 32, image_tag=tag),
+        )
         pilot.app.push_screen(DoneScreen(result))
         await pilot.pause()
 

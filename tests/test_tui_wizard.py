@@ -55,7 +55,7 @@ async def test_local_model_probe_and_plan(tiny_model_dir, size):
         assert sum("hub unreachable" in (n.title or "") for n in app._notifications) == 1  # noqa: SLF001
 
         hardware = await pick_model_path(pilot, app, tiny_model_dir)
-        assert app.wizard.details["architecture"] == "LlamaForCausalLM"
+        assert app.wizard.details.config.architecture == "LlamaForCausalLM"
         # the probe of "this machine" through the fake NVML
         await until(pilot, lambda: hardware.query_one("#hw-probe", DataTable).row_count > 2, what="probe table")
         text = screen_text(app)
@@ -65,19 +65,19 @@ async def test_local_model_probe_and_plan(tiny_model_dir, size):
         await pilot.press("ctrl+n")
         await until(pilot, lambda: isinstance(app.screen, ReviewScreen) and app.wizard.plan is not None, what="plan")
         plan = app.wizard.plan
-        assert plan["engine"] == "vllm" and plan["device"] == "cuda" and plan["fits"] is True
+        assert plan.engine == "vllm" and plan.device == "cuda" and plan.fits is True
         assert "vllm" in plan_text(app)
-        assert plan["reasons"]
+        assert plan.reasons
 
         # live recompute: engine, then context length
         app.screen.query_one("#opt-engine", Select).value = "transformers"
-        await until(pilot, lambda: app.wizard.plan["engine"] == "transformers", what="engine recompute")
+        await until(pilot, lambda: app.wizard.plan.engine == "transformers", what="engine recompute")
         assert "transformers" in plan_text(app)
         await type_into(pilot, app, "#opt-max-len", "512")
-        await until(pilot, lambda: app.wizard.plan["max_model_len"] == 512, what="context recompute")
+        await until(pilot, lambda: app.wizard.plan.max_model_len == 512, what="context recompute")
         assert "512" in plan_text(app)
         app.screen.query_one("#opt-dtype", Select).value = "float32"
-        await until(pilot, lambda: app.wizard.plan["dtype"] == "float32", what="dtype recompute")
+        await until(pilot, lambda: app.wizard.plan.dtype == "float32", what="dtype recompute")
 
 
 async def test_back_navigation_keeps_what_was_entered(tiny_model_dir):
@@ -95,10 +95,10 @@ async def test_back_navigation_keeps_what_was_entered(tiny_model_dir):
         assert "ANOTHER machine: 2 GPU x 24 GiB, cc 8.6" in screen_text(app)
         await pilot.press("ctrl+n")
         await until(pilot, lambda: isinstance(app.screen, ReviewScreen) and app.wizard.plan is not None, what="plan")
-        assert app.wizard.plan["tensor_parallel_size"] >= 1
+        assert app.wizard.plan.tensor_parallel_size >= 1
         assert "ANOTHER machine" in screen_text(app)
         await type_into(pilot, app, "#opt-max-len", "1024")
-        await until(pilot, lambda: app.wizard.plan["max_model_len"] == 1024, what="recompute")
+        await until(pilot, lambda: app.wizard.plan.max_model_len == 1024, what="recompute")
 
         await pilot.press("escape")  # back to hardware: the same values
         await until(pilot, lambda: isinstance(app.screen, HardwareScreen), what="hardware again")
@@ -117,7 +117,7 @@ async def test_back_navigation_keeps_what_was_entered(tiny_model_dir):
         await pilot.press("ctrl+n")
         await until(pilot, lambda: isinstance(app.screen, ReviewScreen), what="review, forward")
         assert app.screen.query_one("#opt-max-len", Input).value == "1024"
-        await until(pilot, lambda: app.wizard.plan["max_model_len"] == 1024, what="plan kept")
+        await until(pilot, lambda: app.wizard.plan.max_model_len == 1024, what="plan kept")
 
 
 async def test_profile_file_for_another_machine(tiny_model_dir, tmp_path):
@@ -137,8 +137,8 @@ async def test_profile_file_for_another_machine(tiny_model_dir, tmp_path):
         assert app.wizard.for_this_machine is False
         plan = app.wizard.plan
         # T4: compute capability 7.5 -> no bfloat16
-        assert plan["dtype"] == "float16"
-        assert any(w["code"] == "BF16_UNSUPPORTED" for w in plan["warnings"])
+        assert plan.dtype == "float16"
+        assert "BF16_UNSUPPORTED" in plan.warning_codes
         assert "BF16_UNSUPPORTED" in static_text(app, "#review-reasons")
 
 
@@ -170,11 +170,11 @@ async def test_nvml_missing_still_plans_for_the_cpu(tiny_model_dir):
         await open_search(pilot, app)
         hardware = await pick_model_path(pilot, app, tiny_model_dir)
         await until(pilot, lambda: app.wizard.probe is not None, what="probe")
-        assert app.wizard.probe["gpus"] == []
+        assert app.wizard.probe.gpus == []
         assert "no NVIDIA driver" in screen_text(app)
         await pilot.press("ctrl+n")
         await until(pilot, lambda: isinstance(app.screen, ReviewScreen) and app.wizard.plan is not None, what="plan")
-        assert app.wizard.plan["device"] == "cpu" and app.wizard.plan["engine"] == "transformers"
+        assert app.wizard.plan.device == "cpu" and app.wizard.plan.engine == "transformers"
         assert hardware is not None
 
 
@@ -184,7 +184,7 @@ async def test_demo_model_offline(tmp_path):
         await open_search(pilot, app)
         await pilot.press("ctrl+d")
         await until(pilot, lambda: isinstance(app.screen, HardwareScreen), timeout=60, what="demo model chosen")
-        assert app.wizard.details["architecture"] == "LlamaForCausalLM"
+        assert app.wizard.details.config.architecture == "LlamaForCausalLM"
         assert app.wizard.model.source == "local" and app.wizard.model.id.endswith("demo-model")
 
 
@@ -225,8 +225,8 @@ async def test_hub_search_details_and_plan_from_recorded_responses(replay_hub, p
         await pilot.press("ctrl+n")
         await until(pilot, lambda: isinstance(app.screen, ReviewScreen) and app.wizard.plan is not None, what="plan")
         plan = app.wizard.plan
-        assert plan["engine"] == "vllm" and plan["fits"] is True
-        assert plan["weights_bytes"] > 500_000_000  # ~0.5 B parameters in bfloat16, from hub metadata
+        assert plan.engine == "vllm" and plan.fits is True
+        assert plan.weights_bytes > 500_000_000  # ~0.5 B parameters in bfloat16, from hub metadata
 
 
 async def test_modelscope_pick_reaches_the_modelscope_download(replay_hub, private_caches, monkeypatch, tmp_path):

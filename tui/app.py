@@ -20,6 +20,7 @@ from textual.worker import Worker, WorkerState
 from ezrunner._version import __version__
 
 if TYPE_CHECKING:
+    from ezrunner.tui.build_job import BuildJob
     from ezrunner.tui.services import Services
     from textual.clock import Clock
     from textual.screen import Screen
@@ -97,7 +98,7 @@ class EzRunnerApp(App[None]):
         self.bundle_dir = bundle_dir
         if show_version:
             self.sub_title = f"offline model bundles · v{__version__}"
-        self.build_job: Any = None
+        self.build_job: BuildJob | None = None
         self.errors_shown: list[str] = []
 
     def on_mount(self) -> None:
@@ -128,25 +129,11 @@ class EzRunnerApp(App[None]):
 
         self.push_screen(ChatScreen(base_url=base_url, api_key=api_key, model=model))
 
-    def start_build(self) -> Any:
+    def start_build(self) -> BuildJob:
         """Start the App-owned build/export worker for the wizard's choices."""
         from ezrunner.tui.build_job import BuildJob
 
-        w = self.wizard
-        options: dict[str, Any] = {
-            "model": w.model,
-            "output": w.output,
-            "profile": w.profile,
-            "plan": w.plan,
-            "engine": None if w.engine == "auto" else w.engine,
-            "dtype": None if w.dtype == "auto" else w.dtype,
-            "max_model_len": int(w.max_model_len) if w.max_model_len.strip() else None,
-            "split_size": w.split_size.strip() or None,
-            "details": w.details_obj,
-            "base_image": w.base_image or None,
-            "yes": True,  # a no-fit plan was confirmed in the review modal
-        }
-        self.build_job = BuildJob(self, options)
+        self.build_job = BuildJob(self, self.wizard.pack_options())
         self.build_job.start()
         return self.build_job
 

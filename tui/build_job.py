@@ -10,16 +10,30 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ezrunner.core import events as ev
 from ezrunner.core.progress import ProgressState
 
 if TYPE_CHECKING:
+    from ezrunner.core.pack import PackOptions, PackResult
     from ezrunner.tui.app import EzRunnerApp
 
 FLUSH_S = 0.1
+CANCELLED = "cancelled by the operator; temporaries removed"
+
+
+@dataclass(frozen=True)
+class JobEnd:
+    """How the job ended: ``state`` done | failed | cancelled, with the error's
+    line and hint, or the pack result."""
+
+    state: str
+    error: str | None = None
+    hint: str | None = None
+    result: PackResult | None = None
 
 
 @dataclass
@@ -29,18 +43,18 @@ class BuildProgress(ProgressState):
 
     state: str = "idle"  # idle | running | done | failed | cancelled
     hint: str | None = None
-    result: dict[str, Any] | None = None
+    result: PackResult | None = None
 
 
 class BuildJob:
     """Owns the worker and the progress; the screen attaches to it."""
 
-    def __init__(self, app: EzRunnerApp, options: dict[str, Any]) -> None:
+    def __init__(self, app: EzRunnerApp, options: PackOptions) -> None:
         self.app = app
         self.options = options
         self.progress = BuildProgress()
         self.log: list[str] = []
-        self.listeners: list[Any] = []
+        self.listeners: list[Callable[[list[str], bool], None]] = []
         self.worker = None
         self._cancel = threading.Event()
 
@@ -65,7 +79,7 @@ class BuildJob:
     def running(self) -> bool:
         return self.progress.state == "running"
 
-    def deliver(self, batch: list[ev.Event], final: dict[str, Any] | None = None) -> None:
+    def deliver(self, batch: list[ev.Event], final: JobEnd | None = None) -> None:
         now = self._now()
         lines: list[str] = []
         for event in batch:
@@ -74,12 +88,12 @@ class BuildJob:
             self.log.extend(lines)
             del self.log[: max(len(self.log) - 10000, 0)]
         if final is not None:
-            self.progress.state = final["state"]
-            if final.get("error"):
-                self.progress.error = final["error"]
-                self.progress.hint = final.get("hint")
-            if final.get("result"):
-                self.progress.result = final["result"]
+            self.progress.state = final.state
+            if final.error:
+                self.progress.error = final.error
+                self.progress.hint = final.hint
+            if final.result is not None:
+                self.progress.result = final.result
         for listener in list(self.listeners):
             listener(lines, final is not None)
 
@@ -99,7 +113,7 @@ class BuildJob:
         def cancelled() -> bool:
             return self._cancel.is_set() or worker.is_cancelled
 
-        def flush(final: dict[str, Any] | None = None) -> None:
+        def flush(final: JobEnd | None = None) -> None:
             with lock:
                 batch, pending[:] = list(pending), []
                 last[0] = time.monotonic()
@@ -117,23 +131,20 @@ class BuildJob:
 
                 raise Cancelled()
 
+        flush(self._pack(on_event, cancelled))
+
+    def _pack(self, on_event: Callable[[ev.Event], None], cancelled: Callable[[], bool]) -> JobEnd:
+        """Run the pack (worker thread); how it ended."""
         from ezrunner.tui.app import error_text
-        from ezrunner.tui.services import Cancelled, as_dict
+        from ezrunner.tui.services import Cancelled
 
         try:
-            result = self.app.services.pack(on_event, cancelled, **self.options)
+            result = self.app.services.pack(self.options, on_event, cancelled)
         except Cancelled:
-            flush({"state": "cancelled", "error": "cancelled by the operator; temporaries removed"})
-            return
+            return JobEnd("cancelled", CANCELLED)
         except Exception as exc:  # noqa: BLE001 - one line on the screen, the log stays
             message, hint = error_text(exc)
-            flush({"state": "cancelled" if cancelled() else "failed", "error": message, "hint": hint})
-            return
+            return JobEnd("cancelled" if cancelled() else "failed", message, hint)
         if cancelled():
-            flush({"state": "cancelled", "error": "cancelled by the operator; temporaries removed"})
-            return
-        data = as_dict(result) if result is not None else {}
-        if self.progress.error and not data:
-            flush({"state": "failed", "error": self.progress.error})
-            return
-        flush({"state": "done", "result": data})
+            return JobEnd("cancelled", CANCELLED)
+        return JobEnd("done", result=result)

@@ -6,7 +6,12 @@ from typing import Any
 
 from ezrunner.core.units import human_bytes
 
-__all__ = ["human_bytes", "human_count", "human_duration", "pick", "yes_no"]
+__all__ = ["dash", "human_bytes", "human_count", "human_duration", "yes_no"]
+
+
+def dash(value: Any, placeholder: str = "-") -> Any:
+    """``value``, or the placeholder when it is missing (None or empty text)."""
+    return placeholder if value is None or value == "" else value
 
 
 def human_count(value: Any) -> str:
@@ -33,19 +38,8 @@ def human_duration(seconds: Any) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
-def pick(data: Any, *keys: str, default: Any = None) -> Any:
-    """The first present key of a result dict (the core's names, with the
-    spellings issue 3 may use)."""
-    if not isinstance(data, dict):
-        return default
-    for key in keys:
-        if data.get(key) not in (None, ""):
-            return data[key]
-    return default
-
-
 def yes_no(value: Any) -> str:
-    if value is None:
+    if value is None or value == "":
         return "-"
     if isinstance(value, str):
         return value

@@ -160,5 +160,8 @@ class BuildScreen(EzScreen[None]):
         if isinstance(self.app.screen, BuildScreen) and self.app.screen is self:
             from ezrunner.tui.screens.done import DoneScreen
 
-            self.app.wizard.result = self.job.progress.result or {}
-            self.app.push_screen(DoneScreen(self.app.wizard.result))
+            result = self.job.progress.result
+            if result is None:
+                return
+            self.app.wizard.result = result
+            self.app.push_screen(DoneScreen(result))

@@ -4,12 +4,18 @@ any base URL): streamed Markdown replies with TTFT, tokens/s and token counts.""
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
-import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
+from ezrunner.tui.conversation import (
+    ChatRequest,
+    ChatSettings,
+    ReplyStats,
+    Turn,
+    describe_api_error,
+    request_messages,
+    run_chat,
+    transcript,
+)
 from ezrunner.tui.screens.base import EzScreen
 from textual import on, work
 from textual.app import ComposeResult
@@ -18,57 +24,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Header, Input, Label, Markdown, Static, TextArea
 
 DEFAULT_URL = "http://127.0.0.1:8000/v1"
-
-
-@dataclass
-class ReplyStats:
-    ttft_s: float | None = None
-    tokens_per_s: float | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    finish_reason: str | None = None
-    error: str | None = None
-
-    def line(self) -> str:
-        parts = []
-        if self.ttft_s is not None:
-            parts.append(f"TTFT {self.ttft_s * 1000:.0f} ms")
-        if self.tokens_per_s is not None:
-            parts.append(f"{self.tokens_per_s:.1f} tok/s")
-        if self.prompt_tokens is not None or self.completion_tokens is not None:
-            parts.append(f"{self.prompt_tokens or 0} prompt + {self.completion_tokens or 0} completion tokens")
-        if self.finish_reason:
-            parts.append(f"finish: {self.finish_reason}")
-        return " · ".join(parts)
-
-
-@dataclass
-class Turn:
-    role: str  # user | assistant | error
-    content: str
-    stats: ReplyStats | None = None
-    widget_ids: list[str] = field(default_factory=list)
-
-
-def describe_api_error(error: BaseException, base_url: str) -> str:
-    """The OpenAI error message of a failed request, as one line."""
-    status = getattr(error, "status_code", None)
-    body = getattr(error, "body", None)
-    message = None
-    if isinstance(body, dict):
-        inner = body.get("error") if isinstance(body.get("error"), dict) else body
-        message = inner.get("message")
-        code = inner.get("code")
-        if message and code:
-            message = f"{message} ({code})"
-    if not message:
-        message = getattr(error, "message", None) or str(error) or type(error).__name__
-    name = type(error).__name__
-    if name in ("APIConnectionError", "APITimeoutError"):
-        return f"cannot reach {base_url}: {message}"
-    if status:
-        return f"server error {status}: {message}"
-    return f"server error: {message}"
+__all__ = ["DEFAULT_URL", "ChatScreen", "ReplyStats", "Turn", "describe_api_error"]
 
 
 class ChatScreen(EzScreen[None]):
@@ -122,22 +78,14 @@ class ChatScreen(EzScreen[None]):
             self.query_one("#chat-settings").display = False
 
     # ---- settings -------------------------------------------------------------------------------
-    def settings(self) -> dict[str, Any]:
+    def settings(self) -> ChatSettings:
         """System prompt, temperature and max tokens; invalid numbers raise ValueError
         naming the field."""
-        system = self.query_one("#chat-system", TextArea).text.strip()
-        raw_t = self.query_one("#chat-temperature", Input).value.strip() or "0.7"
-        raw_m = self.query_one("#chat-max-tokens", Input).value.strip() or "256"
-        try:
-            temperature = float(raw_t)
-        except ValueError:
-            raise ValueError(f"temperature: {raw_t!r} is not a number") from None
-        if not 0.0 <= temperature <= 2.0:
-            raise ValueError("temperature: must be between 0 and 2")
-        max_tokens = int(raw_m)
-        if max_tokens < 1:
-            raise ValueError("max tokens: must be at least 1")
-        return {"system": system, "temperature": temperature, "max_tokens": max_tokens}
+        return ChatSettings.parse(
+            self.query_one("#chat-system", TextArea).text,
+            self.query_one("#chat-temperature", Input).value,
+            self.query_one("#chat-max-tokens", Input).value,
+        )
 
     def _connection(self) -> tuple[str, str, str]:
         url = self.query_one("#chat-url", Input).value.strip() or DEFAULT_URL
@@ -168,12 +116,12 @@ class ChatScreen(EzScreen[None]):
 
     async def _add_user(self, text: str) -> None:
         wid = self._new_id("user")
-        self.turns.append(Turn("user", text, widget_ids=[wid]))
+        self.turns.append(Turn("user", text, key=wid))
         await self._add(Static(text, id=wid, classes="msg-user", markup=False))
 
     async def _add_error(self, text: str) -> None:
         wid = self._new_id("error")
-        self.turns.append(Turn("error", text, widget_ids=[wid]))
+        self.turns.append(Turn("error", text, key=wid))
         await self._add(Static(f"error: {text}", id=wid, classes="msg-error", markup=False))
 
     # ---- actions ----------------------------------------------------------------------------------
@@ -194,19 +142,9 @@ class ChatScreen(EzScreen[None]):
             self.notify(str(exc), severity="error")
             return
         url, key, model = self._connection()
-        messages = []
-        if settings["system"]:
-            messages.append({"role": "system", "content": settings["system"]})
-        for index, turn in enumerate(self.turns):
-            following = self.turns[index + 1] if index + 1 < len(self.turns) else None
-            # an exchange that failed stays on screen but is not sent again
-            if turn.role == "user" and following is not None and following.role == "error":
-                continue
-            if turn.role in ("user", "assistant"):
-                messages.append({"role": turn.role, "content": turn.content})
         self.streaming = True
         self.query_one("#chat-input", Input).disabled = True
-        self.stream_reply(url, key, model, messages, settings["temperature"], settings["max_tokens"])
+        self.stream_reply(ChatRequest(url, key, model, request_messages(self.turns, settings.system), settings))
 
     async def action_regenerate(self) -> None:
         if self.streaming:
@@ -214,7 +152,7 @@ class ChatScreen(EzScreen[None]):
         # drop everything after the last user message, then ask again
         while self.turns and self.turns[-1].role != "user":
             turn = self.turns.pop()
-            for wid in turn.widget_ids:
+            for wid in (turn.key, f"{turn.key}-stats"):
                 for widget in self.query(f"#{wid}"):
                     await widget.remove()
         if not self.turns:
@@ -242,22 +180,13 @@ class ChatScreen(EzScreen[None]):
             return
         self.app.pop_screen()
 
-    def transcript(self) -> dict[str, Any]:
+    def transcript(self) -> dict[str, object]:
         url, _key, model = self._connection()
         try:
-            settings = self.settings()
+            settings: ChatSettings | None = self.settings()
         except ValueError:
-            settings = {}
-        return {
-            "format": "ezrunner-chat/1",
-            "base_url": url,
-            "model": model or self.model,
-            "settings": settings,
-            "messages": [
-                {"role": t.role, "content": t.content, **({"stats": asdict(t.stats)} if t.stats else {})}
-                for t in self.turns
-            ],
-        }
+            settings = None
+        return transcript(url, model or self.model, settings, self.turns)
 
     def save_transcript(self, path: str) -> None:
         from ezrunner.core.fsutil import atomic_write_text
@@ -290,85 +219,54 @@ class ChatScreen(EzScreen[None]):
 
     # ---- the stream -------------------------------------------------------------------------------
     @work(exclusive=True, group="chat", exit_on_error=False, description="chat request")
-    async def stream_reply(
-        self, url: str, key: str, model: str, messages: list[dict[str, str]], temperature: float, max_tokens: int
-    ) -> None:
+    async def stream_reply(self, request: ChatRequest) -> None:
         """An async worker on the event loop (AsyncOpenAI does not block), so it may
-        update the widgets it created itself; the import runs in a thread."""
+        update the widgets it created itself."""
         wid = self._new_id("assistant")
+        turn = Turn("assistant", "", ReplyStats(), key=wid)
         reply = Markdown("", id=wid, classes="msg-assistant")
         stats_widget = Static("…", id=f"{wid}-stats", classes="msg-stats", markup=False)
-        turn = Turn("assistant", "", ReplyStats(), widget_ids=[wid, f"{wid}-stats"])
         await self._add(reply)
         await self._add(stats_widget)
         stream = Markdown.get_stream(reply)
         parts: list[str] = []
         stats = turn.stats
         assert stats is not None
+
+        async def on_delta(text: str) -> None:
+            parts.append(text)
+            await stream.write(text)
+
         try:
-            openai = await asyncio.to_thread(importlib.import_module, "openai")
-            client = openai.AsyncOpenAI(base_url=url, api_key=key or "none", max_retries=0, timeout=120.0)
-            try:
-                if not model:
-                    listing = await client.models.list()
-                    if not listing.data:
-                        raise RuntimeError("the server lists no model")
-                    model = listing.data[0].id
-                    self.model = model
-                    self.query_one("#chat-model", Input).value = model
-                started = time.perf_counter()
-                first: float | None = None
-                chunks = 0
-                response = await client.chat.completions.create(
-                    model=model,
-                    messages=messages,
-                    temperature=temperature,
-                    max_tokens=max_tokens,
-                    stream=True,
-                    stream_options={"include_usage": True},
-                )
-                async for chunk in response:
-                    if chunk.usage is not None:
-                        stats.prompt_tokens = chunk.usage.prompt_tokens
-                        stats.completion_tokens = chunk.usage.completion_tokens
-                    for choice in chunk.choices or []:
-                        if choice.finish_reason:
-                            stats.finish_reason = choice.finish_reason
-                        delta = choice.delta.content if choice.delta else None
-                        if delta:
-                            now = time.perf_counter()
-                            if first is None:
-                                first = now
-                                stats.ttft_s = now - started
-                            chunks += 1
-                            parts.append(delta)
-                            await stream.write(delta)
-                end = time.perf_counter()
-                if stats.completion_tokens is None and chunks:
-                    stats.completion_tokens = chunks
-                if first is not None and stats.completion_tokens:
-                    span = end - first
-                    if span > 0:
-                        stats.tokens_per_s = max(stats.completion_tokens - 1, 1) / span
-            finally:
-                await client.close()
+            await run_chat(request, stats, on_delta, self._model_found)
         except asyncio.CancelledError:
             stats.error = "stopped"
             raise
         except Exception as exc:  # noqa: BLE001 - shown in the conversation, never a crash
-            stats.error = describe_api_error(exc, url)
+            stats.error = describe_api_error(exc, request.url)
         finally:
             await stream.stop()
             turn.content = "".join(parts)
-            if turn.content or stats.error is None:
-                self.turns.append(turn)
-            else:
-                await reply.remove()
-                await stats_widget.remove()
-            if stats.error and stats.error != "stopped":
-                await self._add_error(stats.error)
-            elif stats.error == "stopped" and turn.content:
-                stats.finish_reason = "stopped"
-            if stats_widget.is_mounted:
-                stats_widget.update(stats.line() or "(no reply)")
-            self._unlock()
+            await self._reply_ended(turn, reply, stats_widget)
+
+    def _model_found(self, model: str) -> None:
+        """The server's model, when none was named: used from now on."""
+        self.model = model
+        self.query_one("#chat-model", Input).value = model
+
+    async def _reply_ended(self, turn: Turn, reply: Markdown, stats_widget: Static) -> None:
+        """Keep the reply (or drop its empty widgets), show an error, the stats line, unlock."""
+        stats = turn.stats
+        assert stats is not None
+        if turn.content or stats.error is None:
+            self.turns.append(turn)
+        else:
+            await reply.remove()
+            await stats_widget.remove()
+        if stats.error and stats.error != "stopped":
+            await self._add_error(stats.error)
+        elif stats.error == "stopped" and turn.content:
+            stats.finish_reason = "stopped"
+        if stats_widget.is_mounted:
+            stats_widget.update(stats.line() or "(no reply)")
+        self._unlock()

@@ -3,9 +3,10 @@ profile file written by ``ezrunner probe -o`` on the target."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ezrunner.tui.format import human_bytes, pick
+from ezrunner.tui.format import dash, human_bytes
 from ezrunner.tui.screens.base import EzScreen
 from ezrunner.tui.widgets.steps import StepIndicator
 from ezrunner.tui.widgets.toggles import MarkCheckbox as Checkbox
@@ -27,6 +28,10 @@ from textual.widgets import (
     Static,
 )
 
+if TYPE_CHECKING:
+    from ezrunner.core.hardware import HardwareProfile
+    from ezrunner.tui.services import Services
+
 MODES = (
     ("probe", "This machine"),
     ("preset", "Preset GPU"),
@@ -43,7 +48,7 @@ class HardwareScreen(EzScreen[None]):
     ]
 
     class Probed(Message):
-        def __init__(self, probe: dict[str, Any] | None, error: str | None) -> None:
+        def __init__(self, probe: HardwareProfile | None, error: str | None) -> None:
             super().__init__()
             self.probe = probe
             self.error = error
@@ -54,7 +59,7 @@ class HardwareScreen(EzScreen[None]):
             self.presets = presets
 
     class ProfileReady(Message):
-        def __init__(self, profile: Any, error: str | None, for_this_machine: bool) -> None:
+        def __init__(self, profile: HardwareProfile | None, error: str | None, for_this_machine: bool) -> None:
             super().__init__()
             self.profile = profile
             self.error = error
@@ -110,11 +115,7 @@ class HardwareScreen(EzScreen[None]):
     @work(thread=True, exclusive=True, group="probe", exit_on_error=False, description="hardware probe")
     def run_probe(self) -> None:
         try:
-            profile = self.app.services.probe()
-            from ezrunner.tui.services import as_dict
-
-            probe = as_dict(profile)
-            self.app.wizard.probe_profile = profile
+            probe = self.app.services.probe()
         except Exception as exc:  # noqa: BLE001 - NVML missing etc: shown, never a crash
             from ezrunner.tui.app import error_text
 
@@ -128,34 +129,28 @@ class HardwareScreen(EzScreen[None]):
             note.update(f"probe failed: {message.error}. Use a preset, manual entry or a profile file.")
             return
         self.app.wizard.probe = message.probe
-        self._show_probe(message.probe or {})
+        if message.probe is not None:
+            self._show_probe(message.probe)
 
-    def _show_probe(self, probe: dict[str, Any]) -> None:
+    def _show_probe(self, probe: HardwareProfile) -> None:
         table = self.query_one("#hw-probe", DataTable)
         table.clear()
-        gpus = pick(probe, "gpus", default=[]) or []
-        for gpu in gpus:
-            index = pick(gpu, "index", default="?")
-            table.add_row(f"GPU {index}", str(pick(gpu, "name", default="?")))
+        for gpu in probe.gpus:
+            table.add_row(f"GPU {gpu.index}", str(dash(gpu.name, "?")))
             table.add_row(
                 "",
-                f"{human_bytes(pick(gpu, 'memory_total'))} ({human_bytes(pick(gpu, 'memory_free'))} free)"
-                f" · cc {pick(gpu, 'compute_capability', default='?')}",
+                f"{human_bytes(gpu.memory_total)} ({human_bytes(gpu.memory_free)} free)"
+                f" · cc {dash(gpu.compute_capability, '?')}",
             )
-        if gpus:
-            table.add_row("driver", f"{pick(probe, 'driver_version', default='-')} · CUDA {pick(probe, 'cuda_driver_version', 'cuda_version', default='-')}")
+        if probe.gpus:
+            table.add_row("driver", f"{dash(probe.driver_version)} · CUDA {dash(probe.cuda_driver_version)}")
         else:
             table.add_row("GPU", "none")
-        host = pick(probe, "host", default=probe) or probe
-        table.add_row("CPU", f"{pick(host, 'cpu_logical', 'cpu_count', 'logical_cores', default='-')} logical / {pick(host, 'cpu_physical', 'physical_cores', default='-')} physical")
-        table.add_row("RAM", f"{human_bytes(pick(host, 'ram_total', 'ram_total_bytes', 'memory_total'))} ({human_bytes(pick(host, 'ram_available', 'ram_available_bytes', 'memory_available'))} available)")
-        disk = pick(host, "disk_free", "disk_free_bytes")
-        if disk is not None:
-            table.add_row("disk free", human_bytes(disk))
-        notes = pick(probe, "notes", "note", default=[]) or []
-        if isinstance(notes, str):
-            notes = [notes]
-        self.query_one("#hw-probe-note", Static).update("; ".join(str(n) for n in notes))
+        table.add_row("CPU", f"{dash(probe.cpu_logical)} logical / {dash(probe.cpu_physical)} physical")
+        table.add_row("RAM", f"{human_bytes(probe.ram_total)} ({human_bytes(probe.ram_available)} available)")
+        if probe.disk_free is not None:
+            table.add_row("disk free", human_bytes(probe.disk_free))
+        self.query_one("#hw-probe-note", Static).update("; ".join(str(n) for n in probe.notes))
 
     def action_reprobe(self) -> None:
         self.query_one("#hw-probe-note", Static).update("Probing this machine…")
@@ -231,47 +226,29 @@ class HardwareScreen(EzScreen[None]):
         s = self.app.wizard
         self.query_one("#hw-status", Static).update("Preparing the target profile…")
         self.make_profile(
-            s.hardware_mode,
-            {
-                "preset": s.preset,
-                "gpu_count": s.gpu_count,
-                "gpu_memory": s.gpu_memory,
-                "compute_capability": s.compute_capability,
-                "ram": s.ram,
-                "cpu_only": s.cpu_only,
-                "path": s.profile_path,
-            },
+            HardwareForm(
+                mode=s.hardware_mode,
+                preset=s.preset,
+                gpu_count=s.gpu_count,
+                gpu_memory=s.gpu_memory,
+                compute_capability=s.compute_capability,
+                ram=s.ram,
+                cpu_only=s.cpu_only,
+                path=s.profile_path,
+                probe=s.probe,
+            )
         )
 
     @work(thread=True, exclusive=True, group="profile", exit_on_error=False, description="target profile")
-    def make_profile(self, mode: str, f: dict[str, Any]) -> None:
+    def make_profile(self, form: HardwareForm) -> None:
         from ezrunner.tui.app import error_text
 
-        services = self.app.services
         try:
-            if mode == "probe":
-                profile = self.app.wizard.probe_profile
-                if profile is None:
-                    profile = services.probe()
-            elif mode == "preset":
-                if not f["preset"]:
-                    raise ValueError("choose a GPU preset")
-                profile = services.profile_from_preset(f["preset"], _int(f["gpu_count"], "GPU count"))
-            elif mode == "manual":
-                profile = services.manual_profile(
-                    gpu_count=0 if f["cpu_only"] else _int(f["gpu_count"], "GPU count"),
-                    gpu_memory_gib=None if f["cpu_only"] else _float(f["gpu_memory"], "GPU memory"),
-                    compute_capability=None if f["cpu_only"] else (f["compute_capability"] or None),
-                    ram_gib=_float(f["ram"], "RAM") if f["ram"] else None,
-                )
-            else:
-                if not f["path"]:
-                    raise ValueError("type the path of a profile file")
-                profile = services.load_profile(f["path"])
+            profile = form.profile(self.app.services)
         except Exception as exc:  # noqa: BLE001 - bad input: one line, stay here
-            self.post_message(self.ProfileReady(None, error_text(exc)[0], mode == "probe"))
+            self.post_message(self.ProfileReady(None, error_text(exc)[0], form.mode == "probe"))
             return
-        self.post_message(self.ProfileReady(profile, None, mode == "probe"))
+        self.post_message(self.ProfileReady(profile, None, form.mode == "probe"))
 
     def on_hardware_screen_profile_ready(self, message: ProfileReady) -> None:
         status = self.query_one("#hw-status", Static)
@@ -285,6 +262,41 @@ class HardwareScreen(EzScreen[None]):
         from ezrunner.tui.screens.review import ReviewScreen
 
         self.app.push_screen(ReviewScreen())
+
+
+@dataclass(frozen=True)
+class HardwareForm:
+    """The hardware step's fields as entered (a copy the worker reads)."""
+
+    mode: str  # probe | preset | manual | file
+    preset: str | None
+    gpu_count: str
+    gpu_memory: str
+    compute_capability: str
+    ram: str
+    cpu_only: bool
+    path: str
+    probe: HardwareProfile | None  # this machine's probe, when it already ran
+
+    def profile(self, services: Services) -> HardwareProfile:
+        """The target ``HardwareProfile`` these fields mean; a bad field raises
+        ValueError (or the core's UsageError) naming it."""
+        if self.mode == "probe":
+            return self.probe if self.probe is not None else services.probe()
+        if self.mode == "preset":
+            if not self.preset:
+                raise ValueError("choose a GPU preset")
+            return services.profile_from_preset(self.preset, _int(self.gpu_count, "GPU count"))
+        if self.mode == "manual":
+            return services.manual_profile(
+                gpu_count=0 if self.cpu_only else _int(self.gpu_count, "GPU count"),
+                gpu_memory_gib=None if self.cpu_only else _float(self.gpu_memory, "GPU memory"),
+                compute_capability=None if self.cpu_only else (self.compute_capability or None),
+                ram_gib=_float(self.ram, "RAM") if self.ram else None,
+            )
+        if not self.path:
+            raise ValueError("type the path of a profile file")
+        return services.load_profile(self.path)
 
 
 def _int(text: str, name: str) -> int:

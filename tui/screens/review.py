@@ -3,9 +3,8 @@ and warnings - recomputed live when the context length, dtype or engine change."
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-from ezrunner.tui.format import pick
 from ezrunner.tui.screens.base import EzScreen
 from ezrunner.tui.widgets.steps import StepIndicator
 from rich.table import Table
@@ -18,17 +17,25 @@ from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import Footer, Header, Input, Label, Select, Static
 
+if TYPE_CHECKING:
+    from ezrunner.core.hardware import HardwareProfile
+    from ezrunner.core.hubs import ModelDetails, ModelRef
+    from ezrunner.core.plan import Plan, PlanOptions
+
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 ENGINES = ("auto", "vllm", "transformers")
 ERROR_CODES = {"DOES_NOT_FIT", "RAM_INSUFFICIENT", "WEIGHTS_EXCEED_GPU_MEMORY"}
 
 
-def plan_table(rows: list[tuple[str, str]], fits: bool) -> Table:
+def plan_table(plan: Plan) -> Table:
     """The rows of ``core.plan.plan_rows`` (the same the CLI prints)."""
+    from ezrunner.core.plan import plan_rows
+
+    fits = plan.fits
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
-    for key, value in rows:
+    for key, value in plan_rows(plan):
         if key in ("model", "target"):
             continue
         if key == "fits":
@@ -38,24 +45,17 @@ def plan_table(rows: list[tuple[str, str]], fits: bool) -> Table:
     return table
 
 
-def reasons_text(plan: dict[str, Any]) -> Text:
+def reasons_text(plan: Plan) -> Text:
     text = Text()
     text.append("Why this engine\n", style="bold")
-    for reason in plan.get("reasons") or ["-"]:
+    for reason in plan.reasons or ["-"]:
         text.append(f"  • {reason}\n")
-    warnings = plan.get("warnings") or []
-    if warnings:
+    if plan.warnings:
         text.append("Warnings\n", style="bold")
-    for warning in warnings:
-        code = pick(warning, "code", default="") if isinstance(warning, dict) else ""
-        message = pick(warning, "message", default=str(warning)) if isinstance(warning, dict) else str(warning)
-        severity = (pick(warning, "severity", "level", default="") if isinstance(warning, dict) else "") or (
-            "error" if code in ERROR_CODES else "warning"
-        )
-        style = "bold red" if severity == "error" else "yellow"
-        label = "ERROR" if severity == "error" else "WARN"
-        text.append(f"  {label} {code}: ", style=style)
-        text.append(f"{message}\n")
+    for warning in plan.warnings:
+        error = warning.code in ERROR_CODES
+        text.append(f"  {'ERROR' if error else 'WARN'} {warning.code}: ", style="bold red" if error else "yellow")
+        text.append(f"{warning.message}\n")
     return text
 
 
@@ -66,12 +66,9 @@ class ReviewScreen(EzScreen[None]):
     ]
 
     class Planned(Message):
-        def __init__(
-            self, plan: dict[str, Any] | None, rows: list[tuple[str, str]] | None, error: str | None, generation: int
-        ) -> None:
+        def __init__(self, plan: Plan | None, error: str | None, generation: int) -> None:
             super().__init__()
             self.plan = plan
-            self.rows = rows
             self.error = error
             self.generation = generation
 
@@ -107,7 +104,7 @@ class ReviewScreen(EzScreen[None]):
     def _target_line(self) -> str:
         s = self.app.wizard
         where = "THIS machine" if s.for_this_machine else "ANOTHER machine"
-        summary = s.profile.summary() if hasattr(s.profile, "summary") else ""
+        summary = s.profile.summary() if s.profile is not None else ""
         name = str(s.model or "").rstrip("/").split("/")[-1]
         return f"For {where}: {summary} · model {name}"
 
@@ -156,28 +153,28 @@ class ReviewScreen(EzScreen[None]):
         self._debounce = self.set_timer(0.15, self.recompute)
 
     def recompute(self) -> None:
+        from ezrunner.core.plan import PlanOptions
+
         s = self.app.wizard
         self._generation += 1
-        options: dict[str, Any] = {"dtype": s.dtype}
-        if s.max_model_len.strip():
-            options["max_model_len"] = int(s.max_model_len)
-        if s.engine != "auto":
-            options["engine"] = s.engine
-        self.compute_plan(s.details_obj if s.details_obj is not None else s.model, s.profile, options, self._generation)
+        options = PlanOptions(
+            max_model_len=int(s.max_model_len) if s.max_model_len.strip() else None, dtype=s.dtype, engine=s.engine
+        )
+        model = s.details if s.details is not None else s.model
+        self.compute_plan(model, s.profile, options, self._generation)
 
     @work(thread=True, exclusive=True, group="plan", exit_on_error=False, description="plan")
-    def compute_plan(self, details: Any, profile: Any, options: dict[str, Any], generation: int) -> None:
-        services = self.app.services
+    def compute_plan(
+        self, model: ModelDetails | ModelRef | None, profile: HardwareProfile | None, options: PlanOptions, generation: int
+    ) -> None:
         try:
-            plan = services.make_plan(details, profile, **options)
-            rows = services.plan_rows(plan)
-            data = plan.to_dict()
+            plan = self.app.services.make_plan(model, profile, options)
         except Exception as exc:  # noqa: BLE001 - bad option: shown in place
             from ezrunner.tui.app import error_text
 
-            self.post_message(self.Planned(None, None, error_text(exc)[0], generation))
+            self.post_message(self.Planned(None, error_text(exc)[0], generation))
             return
-        self.post_message(self.Planned(data, rows, None, generation))
+        self.post_message(self.Planned(plan, None, generation))
 
     def on_review_screen_planned(self, message: Planned) -> None:
         if message.generation != self._generation:
@@ -189,12 +186,11 @@ class ReviewScreen(EzScreen[None]):
         if s.plan != message.plan:
             s.no_fit_confirmed = False
         s.plan = message.plan
-        s.plan_rows = message.rows
-        self._show(message.plan or {})
+        if message.plan is not None:
+            self._show(message.plan)
 
-    def _show(self, plan: dict[str, Any]) -> None:
-        rows = self.app.wizard.plan_rows or []
-        self.query_one("#review-table", Static).update(plan_table(rows, bool(plan.get("fits"))))
+    def _show(self, plan: Plan) -> None:
+        self.query_one("#review-table", Static).update(plan_table(plan))
         self.query_one("#review-reasons", Static).update(reasons_text(plan))
 
     # ---- next -----------------------------------------------------------------------------------
@@ -217,7 +213,7 @@ class ReviewScreen(EzScreen[None]):
             except Exception as exc:  # noqa: BLE001
                 self.notify(f"split size: {exc}", severity="error")
                 return
-        if not s.plan.get("fits") and not s.no_fit_confirmed:
+        if not s.plan.fits and not s.no_fit_confirmed:
             from ezrunner.tui.dialogs.confirm import ConfirmDialog
 
             def answered(yes: bool | None) -> None:

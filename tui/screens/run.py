@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ezrunner.core.progress import Meter, ProgressState
 from ezrunner.tui.format import human_bytes, human_duration
@@ -27,6 +27,10 @@ from textual.widgets import (
     ProgressBar,
     Static,
 )
+
+if TYPE_CHECKING:
+    from ezrunner.core.bundle.reader import BundleInfo, BundleSource
+    from ezrunner.core.run import PsRow, Ready, Running
 
 
 def is_bundle_name(name: str) -> bool:
@@ -87,15 +91,32 @@ class RunScreen(EzScreen[None]):
             return cls(phase, meter.done, meter.total, text)
 
     class StepDone(Message):
-        def __init__(self, step: str, ok: bool, text: str, data: dict[str, Any] | None = None) -> None:
+        """A step ended (``ok``) or failed; what it produced comes with it."""
+
+        def __init__(
+            self,
+            step: str,
+            ok: bool,
+            text: str,
+            *,
+            verified: tuple[BundleSource, BundleInfo] | None = None,
+            image: Any = None,
+            running: Running | None = None,
+            ready: Ready | None = None,
+            restart: bool = False,
+        ) -> None:
             super().__init__()
             self.step = step
             self.ok = ok
             self.text = text
-            self.data = data or {}
+            self.verified = verified
+            self.image = image
+            self.running = running
+            self.ready = ready
+            self.restart = restart
 
     class PsListed(Message):
-        def __init__(self, rows: list[dict[str, Any]] | None, error: str | None) -> None:
+        def __init__(self, rows: list[PsRow] | None, error: str | None) -> None:
             super().__init__()
             self.rows = rows
             self.error = error
@@ -110,10 +131,10 @@ class RunScreen(EzScreen[None]):
         self.bundle_dir = bundle_dir or str(Path.cwd())
         self.bundle: str | None = None
         self.state = "no bundle"
-        self.verified: tuple[Any, Any] | None = None  # (BundleSource, BundleInfo)
+        self.verified: tuple[BundleSource, BundleInfo] | None = None
         self.image: Any = None  # the loaded docker image
-        self.running: Any = None  # core.run.Running
-        self.ready: Any = None  # core.run.Ready
+        self.running: Running | None = None
+        self.ready: Ready | None = None
         self.started_at: float | None = None
         self.gpu_text = ""
         self.docker_problem: str | None = None
@@ -264,9 +285,9 @@ class RunScreen(EzScreen[None]):
         services = self.app.services
         try:
             running = services.attach(name)
-            self.post_message(self.StepDone("started", True, f"attached to {name}, waiting for ready", {"running": running}))
+            self.post_message(self.StepDone("started", True, f"attached to {name}, waiting for ready", running=running))
             ready = services.wait_ready(running, self._on_event("ready"))
-            self.post_message(self.StepDone("ready", True, "ready", {"running": running, "ready": ready}))
+            self.post_message(self.StepDone("ready", True, "ready", running=running, ready=ready))
         except Exception as exc:  # noqa: BLE001
             self.post_message(self.StepDone("attach", False, error_text(exc)[0]))
 
@@ -380,19 +401,19 @@ class RunScreen(EzScreen[None]):
             if step == "verify" or verified is None:
                 current = "verify"
                 verified = services.verify(bundle, self._on_event("verify"))
-                self.post_message(self.StepDone("verify", True, "verified: checksum and structure match", {"verified": verified}))
+                self.post_message(self.StepDone("verify", True, "verified: checksum and structure match", verified=verified))
             image = self.image
             if step in ("load", "start") and image is None:
                 current = "load"
                 image = services.load(verified[0], verified[1], self._on_event("load"))
-                self.post_message(self.StepDone("load", True, "loaded into Docker", {"image": image}))
+                self.post_message(self.StepDone("load", True, "loaded into Docker", image=image))
             if step == "start":
                 current = "start"
                 running = services.start(image, self._on_event("start"), replace(options, bundle_name=Path(bundle).name))
-                self.post_message(self.StepDone("started", True, "started, waiting for ready", {"running": running}))
+                self.post_message(self.StepDone("started", True, "started, waiting for ready", running=running))
                 current = "ready"
                 ready = services.wait_ready(running, self._on_event("ready"))
-                self.post_message(self.StepDone("ready", True, "ready", {"running": running, "ready": ready}))
+                self.post_message(self.StepDone("ready", True, "ready", running=running, ready=ready))
         except Exception as exc:  # noqa: BLE001 - one line in the status panel, never a crash
             message, hint = error_text(exc)
             self.post_message(self.StepDone(current, False, message + (f" (hint: {hint})" if hint else "")))
@@ -403,12 +424,12 @@ class RunScreen(EzScreen[None]):
             self.notify(message.text, title=f"{message.step} failed", severity="error", timeout=8)
             return
         if message.step == "verify":
-            self.verified = message.data["verified"]
+            self.verified = message.verified
         elif message.step == "load":
-            self.image = message.data["image"]
+            self.image = message.image
         elif message.step in ("started", "ready"):
-            self.running = message.data["running"]
-            self.ready = message.data.get("ready")
+            self.running = message.running
+            self.ready = message.ready
             if self.started_at is None:
                 self.started_at = self._now()
             if message.step == "started":
@@ -519,7 +540,7 @@ class RunScreen(EzScreen[None]):
         except Exception as exc:  # noqa: BLE001
             self.post_message(self.StepDone("stop", False, error_text(exc)[0]))
             return
-        self.post_message(self.StepDone("stopped", True, "stopped", {"restart": restart}))
+        self.post_message(self.StepDone("stopped", True, "stopped", restart=restart))
 
     @on(StepDone)
     def _after_stop(self, message: StepDone) -> None:
@@ -531,7 +552,7 @@ class RunScreen(EzScreen[None]):
         self.started_at = None
         self.gpu_text = ""
         self.action_refresh_ps()
-        if message.data.get("restart"):
+        if message.restart:
             self.call_later(self.action_start)
 
     def action_chat(self) -> None:

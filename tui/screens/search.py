@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from ezrunner.tui.format import human_bytes, human_count, pick, yes_no
+from ezrunner.core.errors import EzError
+from ezrunner.tui.format import dash, human_bytes, human_count, yes_no
 from ezrunner.tui.screens.base import EzScreen
 from ezrunner.tui.widgets.steps import StepIndicator
 from ezrunner.tui.widgets.toggles import MarkCheckbox as Checkbox
@@ -18,7 +19,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 if TYPE_CHECKING:
-    from ezrunner.core.hubs import ModelRef
+    from ezrunner.core.hubs import ModelDetails, ModelRef, SearchResult
 
 SOURCE_LABELS = {"hf": "HF", "modelscope": "ModelScope", "local": "Local"}
 SOURCE_SHORT = {"hf": "hf", "modelscope": "ms", "local": "local", "hf-cache": "hf-c", "modelscope-cache": "ms-c"}
@@ -41,14 +42,14 @@ class SearchScreen(EzScreen[None]):
     ]
 
     class Searched(Message):
-        def __init__(self, results: list[dict[str, Any]], problems: list[str], query: str) -> None:
+        def __init__(self, results: list[SearchResult], problems: list[str], query: str) -> None:
             super().__init__()
             self.results = results
             self.problems = problems
             self.query = query
 
     class DetailsReady(Message):
-        def __init__(self, model: ModelRef | str, details: dict[str, Any] | None, error: str | None, advance: bool) -> None:
+        def __init__(self, model: ModelRef | str, details: ModelDetails | None, error: str | None, advance: bool) -> None:
             super().__init__()
             self.model = model
             self.details = details
@@ -120,6 +121,7 @@ class SearchScreen(EzScreen[None]):
     def on_search_screen_searched(self, message: Searched) -> None:
         state = self.app.wizard
         state.results = message.results
+        state.weight_formats = {}
         self._fill(message.results)
         notice = self.query_one("#search-notice", Static)
         remote_failed = [p for p in message.problems if not p.lower().startswith("local")]
@@ -136,39 +138,46 @@ class SearchScreen(EzScreen[None]):
         if message.results:
             self.query_one("#search-results", DataTable).focus()
 
-    def _fill(self, results: list[dict[str, Any]]) -> None:
+    def _fill(self, results: list[SearchResult]) -> None:
         table = self.query_one("#search-results", DataTable)
         table.clear()
+        formats = self.app.wizard.weight_formats
         for index, row in enumerate(results):
+            ref = self._model_of(row)
             table.add_row(
-                str(pick(row, "id", "model_id", "path", default="?")),
-                SOURCE_SHORT.get(str(row.get("source")), str(row.get("source") or "-")),
-                human_count(pick(row, "downloads")),
-                human_bytes(pick(row, "size_bytes", "size", "total_bytes")),
-                str(pick(row, "format", "weight_format", default="-")),
-                human_count(pick(row, "parameters", "num_parameters", "params")),
-                yes_no(pick(row, "gated")),
+                str(dash(row.id, "?")),
+                SOURCE_SHORT.get(row.source, str(dash(row.source))),
+                human_count(row.downloads),
+                human_bytes(row.size_bytes),
+                formats.get(ref, "-") if ref is not None else "-",
+                human_count(row.parameters),
+                yes_no(row.gated),
                 key=str(index),
             )
 
-    def _fill_format(self, model: ModelRef | str, details: dict[str, Any]) -> None:
+    def _fill_format(self, model: ModelRef | str, details: ModelDetails) -> None:
         """The search API does not say the weight format; the details do - fill it in."""
-        fmt = details.get("weight_format")
+        fmt = details.weight_format
         if not fmt:
             return
         table = self.query_one("#search-results", DataTable)
         for index, row in enumerate(self.app.wizard.results):
-            if self._model_of(row) == model:
-                row["format"] = fmt
+            ref = self._model_of(row)
+            if ref is not None and ref == model:
+                self.app.wizard.weight_formats[ref] = fmt
                 try:
                     table.update_cell(str(index), "format", fmt)
                 except Exception:  # noqa: BLE001 - the table was refilled meanwhile
                     pass
 
     @staticmethod
-    def _model_of(row: dict[str, Any]) -> ModelRef | None:
-        """The ``ModelRef`` a pick of ``row`` means (from ``SearchResult.ref``)."""
-        return row.get("ref")
+    def _model_of(row: SearchResult) -> ModelRef | None:
+        """The ``ModelRef`` a pick of ``row`` means (None for an id the hub allows
+        but a ModelRef does not)."""
+        try:
+            return row.ref
+        except EzError:
+            return None
 
     def _row_model(self, row_key: Any) -> ModelRef | None:
         try:
@@ -200,10 +209,7 @@ class SearchScreen(EzScreen[None]):
             from ezrunner.core.hubs import parse_model_ref
 
             model = parse_model_ref(model)  # a typed folder path: a local ModelRef
-            obj = self.app.services.model_details(model)
-            from ezrunner.tui.services import as_dict
-
-            details = {"_obj": obj, **as_dict(obj)}
+            details = self.app.services.model_details(model)
         except Exception as exc:  # noqa: BLE001 - one line in the pane, never a crash
             from ezrunner.tui.app import error_text
 
@@ -218,16 +224,17 @@ class SearchScreen(EzScreen[None]):
             if message.advance:
                 self.notify(message.error, title="cannot use this model", severity="error")
             return
-        pane.update(describe_details(message.model, message.details or {}))
-        self._fill_format(message.model, message.details or {})
+        details = message.details
+        if details is None:
+            return
+        pane.update(describe_details(message.model, details))
+        self._fill_format(message.model, details)
         if message.advance:
             state = self.app.wizard
             if state.model != message.model:
                 state.plan = None
                 state.no_fit_confirmed = False
             state.model = message.model
-            details = dict(message.details or {})
-            state.details_obj = details.pop("_obj", None)
             state.details = details
             from ezrunner.tui.screens.hardware import HardwareScreen
 
@@ -265,19 +272,22 @@ class SearchScreen(EzScreen[None]):
         self.app.call_from_thread(self.choose, str(dest))
 
 
-def describe_details(model: ModelRef | str, d: dict[str, Any]) -> str:
-    """The details pane, from ``ModelDetails.to_dict()``."""
-    files = d.get("weight_files") or []
-    names = [str(f.get("path")) if isinstance(f, dict) else str(f) for f in files[:3]]
+def describe_details(model: ModelRef | str, d: ModelDetails) -> str:
+    """The details pane."""
+    files = d.weight_files
+    names = [str(f.path) for f in files[:3]]
     more = f" (+{len(files) - 3})" if len(files) > 3 else ""
+    c = d.config
+    arch = c.architecture if c else None
+    context = c.max_position_embeddings if c else None
     lines = [
-        f"{model}  rev {str(d.get('revision') or '-')[:12]}",
-        f"arch {d.get('architecture') or '-'} · params {human_count(d.get('parameters'))} · "
-        f"dtype {d.get('dtype') or '-'} · context {d.get('context_length') or '-'}",
-        f"weights {d.get('weight_format') or '-'} {human_bytes(d.get('weights_total_bytes'))} · "
-        f"remote code {'REQUIRED' if d.get('trust_remote_code') else 'no'} · gated {yes_no(d.get('gated'))}",
+        f"{model}  rev {str(d.revision or '-')[:12]}",
+        f"arch {arch or '-'} · params {human_count(d.parameters)} · "
+        f"dtype {d.dtype or '-'} · context {context or '-'}",
+        f"weights {d.weight_format or '-'} {human_bytes(d.weights_total_bytes)} · "
+        f"remote code {'REQUIRED' if d.trust_remote_code else 'no'} · gated {yes_no(d.gated)}",
         "files " + (", ".join(names) + more if names else "-"),
     ]
-    for note in (d.get("notes") or [])[:1]:
+    for note in d.notes[:1]:
         lines.append(f"note: {note}")
     return "\n".join(lines)
