@@ -1,4 +1,4 @@
-"""Fixtures and helpers for the run side (issue 6): contract-conforming synthetic
+"""Fixtures and helpers for the run side: contract-conforming synthetic
 bundles (no Docker needed) and, for Docker tests, a small labelled image saved as
 a real bundle. Registered in conftest.py ``pytest_plugins``."""
 
