@@ -15,7 +15,8 @@ import pytest
 from ezrunner.core import hardware, kvcache, modelinfo, paramcount
 from ezrunner.core.discovery import ModelDetails
 from ezrunner.core.modelinfo import WeightFile
-from ezrunner.core.plan import config_count, make_plan
+from ezrunner.core.paramcount import config_count
+from ezrunner.core.plan import make_plan
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 NAMES = sorted(p.stem for p in CONFIGS.glob("*.json"))
@@ -179,8 +180,8 @@ def test_quantized_safetensors_are_sized_by_their_real_bytes(tmp_path):
     save_file(tensors, str(path))
     summary = modelinfo.summarize_safetensors([path])
     assert modelinfo.bytes_at_dtype(summary.parameters_by_dtype, None) == _data_bytes(path)
-    # cast to bf16: only floating tensors change size; FP8 and packed ints keep theirs
-    expected = 256 * 128 + 2 * 2 + 256 * 16 * 4 + 2 * 128 * 2 + 2 * 16 * 4 + 128 * 2
+    # cast to bf16: only the 16-bit floating tensors change size; FP8, packed ints and the F32 scales keep theirs
+    expected = 256 * 128 + 2 * 4 + 256 * 16 * 4 + 2 * 128 * 2 + 2 * 16 * 4 + 128 * 2
     assert modelinfo.bytes_at_dtype(summary.parameters_by_dtype, "bfloat16") == expected
 
 
