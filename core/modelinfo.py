@@ -396,9 +396,29 @@ def _moe_mlp(cfg: ModelConfig, raw: dict[str, Any], mt: str) -> tuple[int, int, 
     return _experts(h, e, mi), h * e + _shared_experts(raw, h, mi), vec
 
 
+def _linear_attention(raw: dict[str, Any], h: int) -> tuple[int, int]:
+    """A gated-delta-net (linear attention) mixer from the config's linear_* fields."""
+    kd = int(raw.get("linear_num_key_heads") or 0) * int(raw.get("linear_key_head_dim") or 0)
+    nv, vdim = int(raw.get("linear_num_value_heads") or 0), int(raw.get("linear_value_head_dim") or 0)
+    vd, conv = nv * vdim, 2 * kd + nv * vdim
+    mats = h * (conv + vd + 2 * nv) + conv * int(raw.get("linear_conv_kernel_dim") or 4) + vd * h
+    return mats, 2 * nv + vdim  # dt_bias, A_log, the gated norm
+
+
+def _mixer(cfg: ModelConfig, raw: dict[str, Any], mt: str, layer: int) -> tuple[int, int]:
+    """One layer's attention: full (with Qwen3-Next's output gate) or linear, by ``layer_types``."""
+    types = raw.get("layer_types")
+    if isinstance(types, list) and layer < len(types) and types[layer] == "linear_attention":
+        return _linear_attention(raw, cfg.hidden_size)
+    mats, vec = _attention(cfg, raw, mt)
+    if raw.get("attn_output_gate"):
+        mats += cfg.hidden_size * cfg.num_attention_heads * cfg.head_dim
+    return mats, vec
+
+
 def _layer_parts(cfg: ModelConfig, raw: dict[str, Any], mt: str, layer: int) -> dict[str, int]:
     h = cfg.hidden_size
-    attn, attn_vec = _attention(cfg, raw, mt)
+    attn, attn_vec = _mixer(cfg, raw, mt, layer)
     parts = {"dense": attn, "vector": attn_vec + _layer_norms(raw, h, mt), "experts": 0}
     if cfg.num_experts and _moe_layer(raw, layer):
         experts, dense, vec = _moe_mlp(cfg, raw, mt)
