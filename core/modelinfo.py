@@ -1,6 +1,7 @@
-"""What a model *is*, from its files: ``config.json`` parsing, exact parameter
-counting by family, KV-cache bytes per token, safetensors headers and the
-inventory of weight files in a folder.
+"""What a model *is*, from its files: ``config.json`` parsing, the structural
+parameter count (``config-estimate``), safetensors headers and the inventory of
+weight files in a folder. KV-cache bytes are core/kvcache.py's; the count that
+prefers transformers' meta device is core/paramcount.py's.
 
 Everything here is pure Python (json + struct); no hub client, no torch.
 """
@@ -62,22 +63,6 @@ _WEIGHT_SUFFIXES: tuple[tuple[str, str], ...] = (
 )
 # Files that end like weights but are not model weights.
 _NOT_WEIGHTS = {"training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth", "scaler.pt"}
-
-# Families whose parameter count below is exact (checked against published totals).
-EXACT_FAMILIES = {
-    "llama",
-    "mistral",
-    "mixtral",
-    "qwen2",
-    "qwen3",
-    "qwen2_moe",
-    "qwen3_moe",
-    "gemma",
-    "gemma2",
-    "phi3",
-    "deepseek_v2",
-}
-
 
 def weight_format(name: str) -> str | None:
     """The weight format of a file name: safetensors, pytorch, gguf, or None."""
@@ -221,6 +206,9 @@ def _attention_shape(cfg: dict[str, Any], where: str) -> tuple[int, int, int, in
     kv_heads = _optional(cfg, where, "num_key_value_heads", "num_kv_heads")
     if kv_heads is None and cfg.get("multi_query_attention"):
         kv_heads = _optional(cfg, where, "multi_query_group_num")  # ChatGLM
+    if kv_heads is None and isinstance(cfg.get("block_configs"), list):  # Nemotron-NAS: per block
+        groups = [(b.get("attention") or {}).get("n_heads_in_group") for b in cfg["block_configs"] if isinstance(b, dict)]
+        kv_heads = heads // int(next((g for g in groups if g), 1))
     if kv_heads is None:
         kv_heads = 1 if cfg.get("multi_query") else heads
     head_dim = _optional(cfg, where, "head_dim", "kv_channels")
@@ -365,7 +353,7 @@ def _attention(cfg: ModelConfig, raw: dict[str, Any], mt: str) -> tuple[int, int
 
 
 def _layer_norms(raw: dict[str, Any], h: int, mt: str) -> int:
-    per = 4 if mt in ("gemma2", "gemma3", "gemma3_text") else 2
+    per = {"gemma2": 4, "gemma3": 4, "gemma3_text": 4, "cohere": 1, "cohere2": 1}.get(mt, 2)  # Cohere: one parallel block
     return per * _norm_params(raw, h)
 
 
@@ -408,9 +396,29 @@ def _moe_mlp(cfg: ModelConfig, raw: dict[str, Any], mt: str) -> tuple[int, int, 
     return _experts(h, e, mi), h * e + _shared_experts(raw, h, mi), vec
 
 
+def _linear_attention(raw: dict[str, Any], h: int) -> tuple[int, int]:
+    """A gated-delta-net (linear attention) mixer from the config's linear_* fields."""
+    kd = int(raw.get("linear_num_key_heads") or 0) * int(raw.get("linear_key_head_dim") or 0)
+    nv, vdim = int(raw.get("linear_num_value_heads") or 0), int(raw.get("linear_value_head_dim") or 0)
+    vd, conv = nv * vdim, 2 * kd + nv * vdim
+    mats = h * (conv + vd + 2 * nv) + conv * int(raw.get("linear_conv_kernel_dim") or 4) + vd * h
+    return mats, 2 * nv + vdim  # dt_bias, A_log, the gated norm
+
+
+def _mixer(cfg: ModelConfig, raw: dict[str, Any], mt: str, layer: int) -> tuple[int, int]:
+    """One layer's attention: full (with Qwen3-Next's output gate) or linear, by ``layer_types``."""
+    types = raw.get("layer_types")
+    if isinstance(types, list) and layer < len(types) and types[layer] == "linear_attention":
+        return _linear_attention(raw, cfg.hidden_size)
+    mats, vec = _attention(cfg, raw, mt)
+    if raw.get("attn_output_gate"):
+        mats += cfg.hidden_size * cfg.num_attention_heads * cfg.head_dim
+    return mats, vec
+
+
 def _layer_parts(cfg: ModelConfig, raw: dict[str, Any], mt: str, layer: int) -> dict[str, int]:
     h = cfg.hidden_size
-    attn, attn_vec = _attention(cfg, raw, mt)
+    attn, attn_vec = _mixer(cfg, raw, mt, layer)
     parts = {"dense": attn, "vector": attn_vec + _layer_norms(raw, h, mt), "experts": 0}
     if cfg.num_experts and _moe_layer(raw, layer):
         experts, dense, vec = _moe_mlp(cfg, raw, mt)
@@ -423,12 +431,93 @@ def _layer_parts(cfg: ModelConfig, raw: dict[str, Any], mt: str, layer: int) -> 
     return parts
 
 
+# Hybrid stacks (Nemotron-H): ``hybrid_override_pattern`` names one block per character, each a
+# norm and one mixer: M a Mamba2 mixer, * attention, - an MLP, E a mixture of experts.
+
+
+def _mamba_mixer(raw: dict[str, Any], h: int) -> tuple[int, int]:
+    """A Mamba2 mixer from the config's mamba fields: (matrices, vectors)."""
+    heads = int(_first(raw, "mamba_num_heads", "mamba_n_heads") or 0)
+    inner = heads * int(_first(raw, "mamba_head_dim", "mamba_d_head") or 0)
+    state = int(_first(raw, "ssm_state_size", "mamba_d_state") or 0)
+    conv = inner + 2 * int(_first(raw, "n_groups", "mamba_n_groups") or 1) * state
+    proj = inner + conv + heads  # in_proj: z, x/B/C, dt
+    mats = h * proj + inner * h + conv * int(_first(raw, "conv_kernel", "mamba_d_conv") or 4)
+    vec = 3 * heads + inner  # dt_bias, A_log, D, the gated norm
+    vec += conv if _first(raw, "use_conv_bias", "mamba_conv_bias") is not False else 0
+    vec += proj + h if _first(raw, "mamba_proj_bias") else 0
+    return mats, vec
+
+
+def _plain_mlp(raw: dict[str, Any], h: int, inter: int) -> int:
+    gated = _gated({**raw, "hidden_act": _first(raw, "mlp_hidden_act", "hidden_act")}, "")
+    return (3 if gated else 2) * h * inter
+
+
+def _hybrid_moe(cfg: ModelConfig, raw: dict[str, Any]) -> tuple[int, int]:
+    """(experts, router + shared expert + latent projections) of one E block."""
+    h, e = cfg.hidden_size, cfg.num_experts or 0
+    latent = int(raw.get("moe_latent_size") or 0)
+    experts = e * _plain_mlp(raw, latent or h, cfg.moe_intermediate_size or 0)
+    shared = _plain_mlp(raw, h, int(raw.get("moe_shared_expert_intermediate_size") or 0))
+    return experts, h * e + shared + 2 * h * latent
+
+
+def _block_parts(cfg: ModelConfig, raw: dict[str, Any], kind: str) -> dict[str, int]:
+    h = cfg.hidden_size
+    parts = {"dense": 0, "experts": 0, "vector": h}  # the block's norm
+    if kind == "M":
+        parts["dense"], vec = _mamba_mixer(raw, h)
+        parts["vector"] += vec
+    elif kind == "*":
+        parts["dense"] = _attention(cfg, raw, "")[0]
+    elif kind == "-":
+        parts["dense"] = _plain_mlp(raw, h, cfg.intermediate_size or 4 * h)
+    elif kind == "E":
+        parts["experts"], parts["dense"] = _hybrid_moe(cfg, raw)
+    return parts
+
+
+
+def _nas_block_parts(cfg: ModelConfig, block: dict[str, Any]) -> dict[str, int]:
+    """A Nemotron-NAS (DeciLM) block: its attention and FFN each dropped (no_op), replaced by one
+    linear, or kept with their own KV grouping and ``ffn_mult`` (vLLM's nemotron_nas.py)."""
+    h, heads, hd = cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim
+    attn, ffn = block.get("attention") or {}, block.get("ffn") or {}
+    parts = {"dense": 0, "experts": 0, "vector": 0}
+    if not attn.get("no_op"):
+        kv = heads // int(attn.get("n_heads_in_group") or 1) * hd
+        parts["dense"] += h * h if attn.get("replace_with_linear") else 2 * h * heads * hd + 2 * h * kv
+        parts["vector"] += h
+    if not ffn.get("no_op"):
+        inter = -(-int(2 * float(ffn.get("ffn_mult") or 0) * h / 3) // 256) * 256  # _ffn_mult_to_intermediate_size
+        parts["dense"] += h * h if ffn.get("replace_with_linear") else 3 * h * inter
+        parts["vector"] += h
+    return parts
+
+
+def _stack_parts(cfg: ModelConfig, raw: dict[str, Any], mt: str) -> list[dict[str, int]]:
+    """Every decoder layer's parts, from whichever layout the config describes."""
+    pattern = raw.get("hybrid_override_pattern")
+    if isinstance(pattern, str) and pattern:
+        return [_block_parts(cfg, raw, kind) for kind in pattern]
+    if isinstance(raw.get("block_configs"), list):
+        return [_nas_block_parts(cfg, b) for b in raw["block_configs"]]
+    return [_layer_parts(cfg, raw, mt, layer) for layer in range(cfg.num_hidden_layers)]
+
+
+# Families whose transformers config class ties the head to the embeddings when config.json does not say.
+_TIED_BY_DEFAULT = ("starcoder2", "cohere")
+
+
 def _embedding_parts(cfg: ModelConfig, raw: dict[str, Any], mt: str) -> dict[str, int]:
     v, h = cfg.vocab_size or 0, cfg.hidden_size
     embed = v * h
     if mt == "gpt2" or _is_encoder(raw):  # learned positions (and BERT's token types)
         embed += (cfg.max_position_embeddings or 0) * h + int(raw.get("type_vocab_size") or 0) * h
     tied = cfg.tie_word_embeddings or mt.startswith("gemma") or mt == "gpt2" or _is_encoder(raw)
+    if "tie_word_embeddings" not in raw and "tie_word_embeddings" not in cfg.raw:
+        tied = tied or mt.startswith(_TIED_BY_DEFAULT)
     return {"embed": embed, "head": 0 if tied else v * h}
 
 
@@ -447,14 +536,21 @@ def _vision_parts(raw_top: dict[str, Any], text_hidden: int) -> int:
 
 
 def count_parts(cfg: ModelConfig) -> dict[str, int] | None:
-    """The structural count split into parts (see core/paramcount.py); None when the config
-    lacks vocab_size."""
+    """The structural count (the ``config-estimate`` source) split into parts (see
+    core/paramcount.py); None when the config lacks vocab_size.
+
+    Counted: embeddings (with learned positions and token types where the family has them);
+    per layer the attention projections or MLA, biases (``attention_bias``, Qwen2's q/k/v,
+    ``use_bias``, encoders), the MLP or every MoE expert plus the router and shared experts,
+    the norms; hybrid stacks block by block (``hybrid_override_pattern``: Mamba2 mixers,
+    attention, MLP, MoE; Nemotron-NAS ``block_configs``); the final norm; the lm_head unless
+    tied; a vision tower from ``vision_config``."""
     if cfg.vocab_size is None:
         return None
     raw, mt = _counting_raw(cfg), (cfg.model_type or "").lower()
     parts = {**_embedding_parts(cfg, raw, mt), "dense": 0, "experts": 0, "vector": 0}
-    for layer in range(cfg.num_hidden_layers):
-        for k, n in _layer_parts(cfg, raw, mt, layer).items():
+    for layer_parts in _stack_parts(cfg, raw, mt):
+        for k, n in layer_parts.items():
             parts[k] += n
     parts["vector"] += _norm_params(raw, cfg.hidden_size)  # the final norm (BERT: the embeddings' norm)
     if _is_encoder(raw):
@@ -462,48 +558,6 @@ def count_parts(cfg: ModelConfig) -> dict[str, int] | None:
         parts["vector"] += cfg.hidden_size  # the pooler
     parts["vision"] = _vision_parts(cfg.raw, cfg.hidden_size)
     return parts
-
-
-def count_parameters(cfg: ModelConfig) -> tuple[int | None, bool]:
-    """The structural parameter count from the config, and whether it is exact for this family.
-
-    Counted: embeddings (with learned positions and token types where the family has
-    them); per layer the attention projections or MLA, biases (``attention_bias``,
-    Qwen2's q/k/v, ``use_bias``, encoders), the MLP or every MoE expert plus the router
-    and shared experts, the norms; the final norm; the lm_head unless tied; a vision
-    tower from ``vision_config``. Returns ``(None, False)`` when vocab_size is missing.
-    """
-    parts = count_parts(cfg)
-    if parts is None:
-        return None, False
-    return sum(parts.values()), (cfg.model_type or "") in EXACT_FAMILIES and not cfg.quantization
-
-
-def kv_bytes_per_token(cfg: ModelConfig, kv_dtype_bytes: int) -> int:
-    """vLLM's formula: ``2 × layers × kv_heads × head_dim × bytes``."""
-    return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * kv_dtype_bytes
-
-
-def attention_notes(cfg: ModelConfig, kv_dtype_bytes: int) -> list[str]:
-    """Where the KV formula is only an upper bound, say why."""
-    notes: list[str] = []
-    if cfg.is_mla:
-        mla = cfg.num_hidden_layers * ((cfg.kv_lora_rank or 0) + (cfg.qk_rope_head_dim or 0)) * kv_dtype_bytes
-        notes.append(
-            f"MLA attention (kv_lora_rank {cfg.kv_lora_rank}): the KV formula is an upper bound; "
-            f"vLLM's MLA cache needs about {mla} bytes/token"
-        )
-    if cfg.sliding_window:
-        notes.append(
-            f"sliding-window attention (window {cfg.sliding_window}): the KV formula is an upper bound "
-            "for contexts longer than the window"
-        )
-    layer_types = cfg.raw.get("layer_types")
-    if isinstance(layer_types, list) and any("linear" in str(t) or "mamba" in str(t) for t in layer_types):
-        notes.append("hybrid attention/state-space layers: the KV formula is an upper bound")
-    if (cfg.model_type or "") in ("jamba", "zamba", "falcon_h1", "nemotron_h", "qwen3_next", "granitemoehybrid"):
-        notes.append(f"hybrid model ({cfg.model_type}): the KV formula is an upper bound")
-    return notes
 
 
 # ------------------------------------------------------------------ safetensors
@@ -554,12 +608,14 @@ def summarize_safetensors(paths: list[str | os.PathLike[str]]) -> SafetensorsSum
 
 def bytes_at_dtype(parameters_by_dtype: dict[str, int], dtype: str | None) -> int:
     """Weight bytes once floating tensors are cast to ``dtype`` (None: keep stored dtypes).
-    Quantized / integer tensors keep their stored size."""
+    Quantized / integer tensors keep their stored size, and so do the F32 tensors of a
+    quantized checkpoint (its scales: vLLM keeps them in float32)."""
     total = 0.0
     target = DTYPE_BYTES.get(dtype or "", None)
+    quantized = any(code.upper() not in CASTABLE for code in parameters_by_dtype)
     for code, n in parameters_by_dtype.items():
         code_u = code.upper()
-        if target is not None and code_u in CASTABLE:
+        if target is not None and code_u in CASTABLE and not (quantized and code_u == "F32"):
             total += n * target
         else:
             total += n * SAFETENSORS_DTYPES.get(code_u, ("", 2))[1]

@@ -83,9 +83,9 @@ def _model_classes(raw: dict[str, Any]) -> list[Any]:
 
 
 def _build_meta(raw: dict[str, Any]) -> Any:
+    cfg = _hf_config(raw)  # transformers first: without it, torch is never imported
     import torch
 
-    cfg = _hf_config(raw)
     for cls in _model_classes(raw):
         try:
             with torch.device("meta"):
@@ -142,6 +142,19 @@ def transformers_meta_count(raw: dict[str, Any]) -> ParamCount | None:
     is not installed or does not know the architecture."""
     parts = _meta_count_cached(json.dumps(raw, sort_keys=True, default=str))
     return None if parts is None else ParamCount(dict(parts), TRANSFORMERS_META)
+
+
+def config_count(cfg: Any) -> ParamCount | None:
+    """The count of a parsed ``config.json`` (a ``modelinfo.ModelConfig``): transformers' meta
+    count when it can build the config, else the structural estimate; None without vocab_size.
+    Search, ``--info`` and the plan all count through here, so they agree and name one source."""
+    from ezrunner.core import modelinfo
+
+    counted = transformers_meta_count(cfg.raw) if cfg.raw else None
+    if counted is None:
+        parts = modelinfo.count_parts(cfg)
+        counted = None if parts is None else ParamCount(parts, CONFIG_ESTIMATE)
+    return counted
 
 
 # ------------------------------------------------------------- weight bytes

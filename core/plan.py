@@ -4,12 +4,14 @@ much context and concurrency, on how many GPUs, and why.
 Memory model (all sizes in bytes):
 
 * **Weights** come from the safetensors headers when the files are at hand,
-  otherwise from hub metadata (per-dtype parameter counts), otherwise from an
-  exact parameter count of ``config.json`` (:func:`modelinfo.count_parameters`);
-  floating tensors are counted at the planned dtype, quantized ones as stored.
-* **KV cache per token** = ``2 × num_hidden_layers × num_key_value_heads ×
-  head_dim × dtype_bytes`` (vLLM's own formula; an upper bound for MLA,
-  sliding-window and hybrid models, which get a note).
+  otherwise from the hub's safetensors metadata (per-dtype element counts),
+  otherwise from a count of ``config.json`` (:func:`paramcount.config_count`:
+  transformers' meta device, else the structural estimate) with its
+  ``quantization_config``; floating tensors are counted at the planned dtype,
+  quantized ones as stored. :class:`WeightsFigure` names the source.
+* **KV cache per token** as vLLM allocates it, layer by layer
+  (:mod:`kvcache`): full attention ``2 × kv_heads × head_dim × bytes``, MLA one
+  latent, sliding-window / chunked / Mamba layers bounded per sequence.
 * **GPU budget** per GPU = ``memory × gpu_memory_utilization − weights/TP −
   reserve``; what is left, times TP, is the KV cache.
 * **Reserve** (per GPU) = ``RUNTIME_RESERVE`` (1 GiB: CUDA context, cuBLAS and
@@ -155,22 +157,13 @@ class WeightsFigure:
     source: str  # safetensors-headers | hub-metadata | transformers-meta | config-estimate | file-sizes
 
 
-def config_count(cfg: modelinfo.ModelConfig) -> paramcount.ParamCount | None:
-    """transformers' meta count when it can build the config, else the structural estimate."""
-    counted = paramcount.transformers_meta_count(cfg.raw) if cfg.raw else None
-    if counted is None:
-        parts = modelinfo.count_parts(cfg)
-        counted = None if parts is None else paramcount.ParamCount(parts, paramcount.CONFIG_ESTIMATE)
-    return counted
-
-
 def weights_figure(details: Any, dtype: str) -> WeightsFigure:
     """Weights at ``dtype``: safetensors headers / hub metadata per dtype (quantized tensors as
     stored), else a count from config.json with its quantization_config, else the files' size."""
     if details.parameters_by_dtype:
         return WeightsFigure(modelinfo.bytes_at_dtype(details.parameters_by_dtype, dtype), details.parameters,
                              details.parameters_source or "safetensors-headers")
-    counted = config_count(details.config) if details.config is not None else None
+    counted = paramcount.config_count(details.config) if details.config is not None else None
     if counted is not None:
         qcfg = details.config.raw.get("quantization_config") or modelinfo._language_model(details.config.raw).get(
             "quantization_config")

@@ -4,7 +4,8 @@
 (``python tests/plan_golden.py --write``) on the code of commit 67b4606, BEFORE
 issue 12 split ``make_plan``, ``count_parameters`` and ``parse_config`` into
 steps. ``test_plan_golden.py`` recomputes every case and compares. Regenerate
-only for an intended behaviour change, and say so in the commit.
+only for an intended behaviour change, and say so in the commit (issue 13: the
+config cases count through ``paramcount.config_count`` and ``kvcache``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ezrunner.core import hardware, modelinfo
+from ezrunner.core import hardware, kvcache, modelinfo, paramcount
 from ezrunner.core.errors import UsageError
 from ezrunner.core.hardware import GpuInfo, HardwareProfile
 from ezrunner.core.hubs.base import ModelDetails
@@ -232,13 +233,13 @@ def config_cases() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, data in _config_variants().items():
         cfg = modelinfo.parse_config(data, where=name)
-        n, exact = modelinfo.count_parameters(cfg)
+        counted, layout = paramcount.config_count(cfg), kvcache.kv_layout(cfg, 2)
         out[name] = {
             "config": cfg.to_dict(),
-            "parameters": n,
-            "exact": exact,
-            "kv_bytes_per_token": modelinfo.kv_bytes_per_token(cfg, 2),
-            "notes": modelinfo.attention_notes(cfg, 2),
+            "parameters": counted.total if counted else None,
+            "source": counted.source if counted else None,
+            "kv_bytes_per_token": layout.per_token,
+            "notes": kvcache.kv_notes(cfg, layout),
         }
     for name, data in _bad_configs().items():
         try:

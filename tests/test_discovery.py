@@ -27,6 +27,15 @@ HUB = Path(__file__).parent / "fixtures" / "hub"
 UNREACHABLE = "http://no-such-host.invalid"
 
 
+def _model_info_answer(record: dict, expand: list[str] | None) -> dict:
+    """What /api/models/{id} answers: with ``expand``, only those properties (and the id);
+    without, the record less the properties it lists under ``_expand_only``."""
+    expand_only = record.pop("_expand_only", [])
+    if expand:
+        return {k: v for k, v in record.items() if k in {"_id", "id", *expand}}
+    return {k: v for k, v in record.items() if k not in expand_only}
+
+
 class _Replay(BaseHTTPRequestHandler):
     log: list[dict] = []
 
@@ -68,7 +77,7 @@ class _Replay(BaseHTTPRequestHandler):
             if not f.is_file():
                 return self._json(401, data={"error": "Repository not found"},
                                   headers={"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"})
-            return self._json(200, f)
+            return self._json(200, data=_model_info_answer(json.loads(f.read_text()), q.get("expand")))
         if len(parts) >= 5 and parts[2] == "resolve":
             folder = HUB / "hf" / "files" / f"{parts[0]}--{parts[1]}"
             f = folder / "/".join(parts[4:])
@@ -237,6 +246,23 @@ def test_hf_details_report_everything(hub_env):
     assert info_req["query"].get("blobs", [""])[0].lower() == "true"
 
 
+def test_hf_details_take_the_hubs_safetensors_metadata_of_a_quantized_checkpoint(hub_env):
+    # The FP8 checkpoint's model info leaves the safetensors counts to expand=["safetensors"]:
+    # the details ask for them, and the plan sizes the weights by the stored dtypes.
+    from ezrunner.core import hardware
+    from ezrunner.core.plan import make_plan
+
+    d = discovery.model_details("Qwen/Qwen3-32B-FP8")
+    by_dtype = {"BF16": 1556501504, "F8_E4M3": 31205621760, "F32": 1904640}
+    assert (d.parameters_source, d.parameters_by_dtype, d.parameters) == ("hub-metadata", by_dtype, sum(by_dtype.values()))
+    asked = [r["query"].get("expand") for r in _Replay.log if r["path"].startswith("/api/models/Qwen/Qwen3-32B-FP8")]
+    assert asked[0] is None and asked[-1] == ["safetensors"]
+    p = make_plan(d, hardware.preset_profile("H200", 1, ram_gib=256))
+    stored = 1556501504 * 2 + 31205621760 + 1904640 * 4  # bf16 rest, fp8 weights, fp32 block scales
+    assert p.weights_bytes == stored == d.weights_total_bytes
+    assert (p.sources["weights"], p.sources["parameters"], p.quantization) == ("hub-metadata", "hub-metadata", "fp8")
+
+
 def test_hf_details_gated_without_token(hub_env):
     d = discovery.model_details("meta-llama/Llama-3.1-8B-Instruct")
     assert d.gated == "manual"
@@ -265,7 +291,8 @@ def test_modelscope_details(hub_env):
     assert d.source == "modelscope"
     assert [f.path for f in d.weight_files] == ["model.safetensors"]
     assert d.weights_total_bytes == 988097824
-    assert d.config is not None and d.parameters == 494032768 and d.parameters_source == "config"
+    # ModelScope's model info has no per-dtype tensor counts: config.json is counted as the plan counts it
+    assert d.config is not None and d.parameters == 494032768 and d.parameters_source == "transformers-meta"
 
 
 def test_local_details_of_the_demo_model(tiny_model_dir):
@@ -276,10 +303,10 @@ def test_local_details_of_the_demo_model(tiny_model_dir):
     assert d.parameters == PRESETS["tiny"].parameter_count()
     assert d.parameters_source == "safetensors-headers"
     assert d.parameters_by_dtype == {"BF16": PRESETS["tiny"].parameter_count()}
-    # the config formula agrees with the headers
-    from ezrunner.core import modelinfo
+    # the config count agrees with the headers
+    from ezrunner.core import modelinfo, paramcount
 
-    assert modelinfo.count_parameters(d.config) == (d.parameters, True)
+    assert paramcount.config_count(d.config).total == d.parameters == sum(modelinfo.count_parts(d.config).values())
 
 
 def test_missing_local_folder_is_one_line_usage_error(tmp_path):
@@ -389,19 +416,22 @@ def test_unknown_source_names_the_flag():
 
 def test_modelscope_search_keeps_torch_out(hub_server, tmp_path):
     # modelscope.hub.api imports torch through its logger; the TUI process must not pay for that.
+    # transformers is made unimportable, as in the light install: the details then count
+    # config.json with the structural estimate, and nothing pulls torch in.
     code = (
         "import sys\n"
+        "sys.modules['transformers'] = None\n"
         "from ezrunner.core import discovery\n"
         "out = discovery.search('qwen2.5-0.5b', ['modelscope'], 5)\n"
         "d = discovery.model_details('ms:Qwen/Qwen2.5-0.5B-Instruct')\n"
-        "print(len(out.results), sorted(out.errors), d.parameters, 'torch' in sys.modules, 'transformers' in sys.modules)\n"
+        "print(len(out.results), sorted(out.errors), d.parameters, d.parameters_source, 'torch' in sys.modules)\n"
     )
     env = dict(os.environ, MODELSCOPE_ENDPOINT=hub_server, MODELSCOPE_CACHE=str(tmp_path), EZRUNNER_HOME=str(tmp_path))
     import sys
 
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.split() == ["2", "[]", "494032768", "False", "False"]
+    assert p.stdout.split() == ["2", "[]", "494032768", "config-estimate", "False"]
 
 
 @pytest.mark.parametrize("layout", ["hub/acme/tiny___llama", "models/acme--tiny___llama", "acme/tiny___llama"])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import EZRUNNER
-from ezrunner.core import hardware, modelinfo
+from ezrunner.core import hardware, kvcache, modelinfo, paramcount
 from ezrunner.core.discovery import ModelDetails
 from ezrunner.core.errors import UsageError
 from ezrunner.core.hubs.local import fill_parameters_from_config as _fill_parameters_from_config
@@ -49,49 +49,58 @@ DERIVED = {
 }
 
 
+def estimate(c: modelinfo.ModelConfig) -> int:
+    return sum(modelinfo.count_parts(c).values())
+
+
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_exact_parameter_counts_match_published_totals(name):
-    assert modelinfo.count_parameters(cfg(name)) == (PUBLISHED[name], True)
+    counted = paramcount.config_count(cfg(name))
+    assert counted.total == estimate(cfg(name)) == PUBLISHED[name]
 
 
 @pytest.mark.parametrize("name", sorted(DERIVED))
 def test_parameter_counts_of_other_families(name):
-    n, exact = modelinfo.count_parameters(cfg(name))
-    assert n == DERIVED[name] and exact
+    assert paramcount.config_count(cfg(name)).total == estimate(cfg(name)) == DERIVED[name]
 
 
 def test_count_changes_with_biases_and_tying():
     base = json.loads((CONFIGS / "llama-3.1-8b.json").read_text())
-    n0, _ = modelinfo.count_parameters(modelinfo.parse_config(base))
-    tied, _ = modelinfo.count_parameters(modelinfo.parse_config({**base, "tie_word_embeddings": True}))
+    n0 = estimate(modelinfo.parse_config(base))
+    tied = estimate(modelinfo.parse_config({**base, "tie_word_embeddings": True}))
     assert n0 - tied == 128256 * 4096
-    biased, _ = modelinfo.count_parameters(modelinfo.parse_config({**base, "attention_bias": True}))
+    biased = estimate(modelinfo.parse_config({**base, "attention_bias": True}))
     assert biased - n0 == 32 * (4096 + 1024 + 1024 + 4096)
 
 
+# KV bytes per token of the layers whose cache grows with the context (vLLM's KV cache specs,
+# core/kvcache.py); sliding-window layers are bounded per sequence instead.
 KV = {
     "llama-3.1-8b": 131072,  # 2 x 32 x 8 x 128 x 2
-    "qwen2.5-7b": 57344,  # 2 x 28 x 4 x 128 x 2
+    "qwen2.5-7b": 57344,  # 2 x 28 x 4 x 128 x 2 (use_sliding_window: false)
     "qwen2.5-0.5b": 12288,  # 2 x 24 x 2 x 64 x 2
-    "mistral-7b-v0.1": 131072,
-    "mixtral-8x7b-v0.1": 131072,
-    "gemma-2-9b": 344064,  # 2 x 42 x 8 x 256 x 2 (explicit head_dim)
-    "phi-3-mini-4k-instruct": 393216,  # 2 x 32 x 32 x 96 x 2
-    "deepseek-v2-lite": 221184,  # 2 x 27 x 16 x 128 x 2 (formula; MLA is smaller)
+    "mistral-7b-v0.1": 0,  # every layer slides over 4096 tokens
+    "mixtral-8x7b-v0.1": 131072,  # sliding_window: null
+    "gemma-2-9b": 172032,  # 2 x 21 global layers x 8 x 256 x 2; the other 21 slide
+    "phi-3-mini-4k-instruct": 0,  # sliding_window 2047 on every layer
+    "deepseek-v2-lite": 31104,  # MLA: 27 x (512 + 64) x 2
 }
 
 
 @pytest.mark.parametrize("name", sorted(KV))
 def test_kv_bytes_per_token(name):
-    assert modelinfo.kv_bytes_per_token(cfg(name), 2) == KV[name]
+    assert kvcache.kv_layout(cfg(name), 2).per_token == KV[name]
 
 
-def test_upper_bound_notes_for_mla_and_sliding_window():
-    assert any("MLA" in n and "31104" in n for n in modelinfo.attention_notes(cfg("deepseek-v2-lite"), 2))
-    assert any("sliding-window" in n for n in modelinfo.attention_notes(cfg("gemma-2-9b"), 2))
-    assert any("sliding-window" in n for n in modelinfo.attention_notes(cfg("mistral-7b-v0.1"), 2))
-    assert modelinfo.attention_notes(cfg("qwen2.5-7b"), 2) == []  # use_sliding_window: false
-    assert modelinfo.attention_notes(cfg("llama-3.1-8b"), 2) == []
+def test_notes_for_mla_and_sliding_window():
+    def notes(name):
+        c = cfg(name)
+        return kvcache.kv_notes(c, kvcache.kv_layout(c, 2))
+
+    assert any("MLA" in n and "kv_lora_rank 512" in n for n in notes("deepseek-v2-lite"))
+    assert any("sliding attention" in n for n in notes("gemma-2-9b"))
+    assert any("sliding attention" in n for n in notes("mistral-7b-v0.1"))
+    assert notes("qwen2.5-7b") == [] and notes("llama-3.1-8b") == []
 
 
 def test_config_features():

@@ -15,7 +15,8 @@ import pytest
 from ezrunner.core import hardware, kvcache, modelinfo, paramcount
 from ezrunner.core.discovery import ModelDetails
 from ezrunner.core.modelinfo import WeightFile
-from ezrunner.core.plan import config_count, make_plan
+from ezrunner.core.paramcount import config_count
+from ezrunner.core.plan import make_plan
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 NAMES = sorted(p.stem for p in CONFIGS.glob("*.json"))
@@ -28,6 +29,25 @@ ESTIMATE_EXACT = {
     "qwen2.5-7b", "qwen__qwen3-0.6b", "qwen__qwen3-235b-a22b-fp8", "qwen__qwen3-30b-a3b", "qwen__qwen3-32b",
     "qwen__qwen3-32b-fp8", "qwen__qwen3-8b", "qwen__qwen3-coder-480b-a35b-instruct", "bert-base-uncased-classifier",
     "llava-1.5-7b-hf", "zai-org__glm-5", "zai-org__glm-5-fp8", "openai__gpt-oss-20b", "openai__gpt-oss-120b",
+    "bigcode__starcoder2-7b", "cohereforai__aya-23-8b", "nvidia__nemotron-h-56b-base-8k",
+    "nvidia__nvidia-nemotron-3-nano-30b-a3b-bf16", "nvidia__nvidia-nemotron-3-super-120b-a12b-fp8",
+    "qwen__qwen3.5-27b", "qwen__qwen3.5-35b-a3b", "qwen__qwen3.5-397b-a17b", "moonshotai__kimi-k2.5",
+    "qwen__qwen3-vl-235b-a22b-instruct",
+}
+# The estimate's remaining error (percent, against the meta count) where it is not within 0.1 %; what
+# it misses is in docs/commands/plan.md ("How far the structural estimate is off"). A change that makes
+# one worse fails here; one that makes it better should tighten the bound.
+ESTIMATE_ERROR = {
+    "deepseek-ai__deepseek-v3.2": 0.13,
+    "google__gemma-4-26b-a4b": 3.0,
+    "nvidia__gemma-4-31b-it-nvfp4": 2.2,
+    "meta-llama__llama-4-scout-17b-16e-instruct": 6.1,
+    "meta-llama__llama-4-maverick-17b-128e-instruct": 1.7,
+    "qwen__qwen3-vl-2b-instruct": 4.6,
+    "qwen__qwen3-vl-8b-instruct": 1.7,
+    "qwen__qwen3-vl-30b-a3b-instruct": 0.4,
+    "stepfun-ai__step-3.7-flash": 1.1,
+    "xiaomimimo__mimo-v2-flash": 0.22,
 }
 
 
@@ -86,6 +106,28 @@ def test_structural_estimate_within_a_tenth_of_a_percent(name):
     expected = meta_oracle(raw(name))
     estimate = sum(modelinfo.count_parts(cfg(name)).values())
     assert abs(estimate - expected) <= expected * 0.001
+
+
+@pytest.mark.parametrize("name", sorted(ESTIMATE_ERROR))
+def test_structural_estimate_error_table(name):
+    expected = meta_oracle(raw(name))
+    estimate = sum(modelinfo.count_parts(cfg(name)).values())
+    assert abs(estimate - expected) / expected * 100 <= ESTIMATE_ERROR[name]
+
+
+def test_every_config_has_an_estimate_bound():
+    no_oracle = {"thudm__chatglm2-6b", "nvidia__llama-3_3-nemotron-super-49b-v1", "xiaomimimo__mimo-7b-base"}
+    assert set(NAMES) == ESTIMATE_EXACT | set(ESTIMATE_ERROR) | no_oracle
+
+
+def test_estimate_of_configs_transformers_cannot_build():
+    # ChatGLM2-6B: the checkpoint index's total_size / 2 bytes less the 32-element rotary buffer
+    # (tests/fixtures/configs/README.md); Nemotron-Super-49B: the model card's 49.9B parameters.
+    assert sum(modelinfo.count_parts(cfg("thudm__chatglm2-6b")).values()) == 12_487_168_064 // 2 - 32
+    nas = sum(modelinfo.count_parts(cfg("nvidia__llama-3_3-nemotron-super-49b-v1")).values())
+    assert abs(nas - 49.9e9) <= 49.9e9 * 0.001
+    # its attention blocks group 8 query heads per KV head: vLLM's per-layer KV heads
+    assert kvcache.kv_layout(cfg("nvidia__llama-3_3-nemotron-super-49b-v1"), 2).per_token == 49 * vllm_full(8, 128)
 
 
 def vllm_full(kv_heads: int, head_dim: int, b: int = 2) -> int:
@@ -179,8 +221,8 @@ def test_quantized_safetensors_are_sized_by_their_real_bytes(tmp_path):
     save_file(tensors, str(path))
     summary = modelinfo.summarize_safetensors([path])
     assert modelinfo.bytes_at_dtype(summary.parameters_by_dtype, None) == _data_bytes(path)
-    # cast to bf16: only floating tensors change size; FP8 and packed ints keep theirs
-    expected = 256 * 128 + 2 * 2 + 256 * 16 * 4 + 2 * 128 * 2 + 2 * 16 * 4 + 128 * 2
+    # cast to bf16: only the 16-bit floating tensors change size; FP8, packed ints and the F32 scales keep theirs
+    expected = 256 * 128 + 2 * 4 + 256 * 16 * 4 + 2 * 128 * 2 + 2 * 16 * 4 + 128 * 2
     assert modelinfo.bytes_at_dtype(summary.parameters_by_dtype, "bfloat16") == expected
 
 

@@ -156,7 +156,7 @@ class ModelDetails:
     files: list[WeightFile] = field(default_factory=list)  # every weight file seen
     config: ModelConfig | None = None
     parameters: int | None = None
-    parameters_source: str | None = None  # safetensors-headers | hub-metadata | config
+    parameters_source: str | None = None  # safetensors-headers | hub-metadata | transformers-meta | config-estimate
     parameters_exact: bool = False
     parameters_by_dtype: dict[str, int] = field(default_factory=dict)  # safetensors dtype code -> count
     gated: str | bool | None = None

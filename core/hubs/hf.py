@@ -180,14 +180,34 @@ def _details_remote(ref: ModelRef, cfg: HubConfig) -> ModelDetails:
         likes=getattr(info, "likes", None),
     )
     d.config = _fetch_config(ref.id, info.sha or ref.revision or "main", cfg, d)
-    st = getattr(info, "safetensors", None)
-    if st is not None and getattr(st, "parameters", None):
-        d.parameters_by_dtype = {str(k).upper(): int(v) for k, v in st.parameters.items()}
-        d.parameters = int(getattr(st, "total", 0) or sum(d.parameters_by_dtype.values()))
-        d.parameters_source, d.parameters_exact = "hub-metadata", True
-    else:
-        fill_parameters_from_config(d)
+    _fill_parameters_remote(d, _safetensors_info(info, ref, cfg, d))
     return d
+
+
+def _safetensors_info(info: Any, ref: ModelRef, cfg: HubConfig, d: ModelDetails) -> Any:
+    """The hub's safetensors metadata (element counts per dtype over every tensor of the
+    checkpoint). The model info answer carries it; when it does not (``files_metadata`` and
+    ``expand`` cannot be combined), one more call asks for it with ``expand=["safetensors"]``."""
+    st = getattr(info, "safetensors", None)
+    if st is not None or d.weight_format != "safetensors":
+        return st
+    try:
+        return getattr(_api(cfg).model_info(ref.id, revision=info.sha or ref.revision, expand=["safetensors"],
+                                            timeout=cfg.timeout), "safetensors", None)
+    except Exception as exc:  # noqa: BLE001 - the count then comes from config.json
+        d.notes.append(f"the hub's safetensors metadata is not readable ({one_line_reason(exc)})")
+        return None
+
+
+def _fill_parameters_remote(d: ModelDetails, st: Any) -> None:
+    """``hub-metadata`` when the hub counted the tensors (exact counts and dtypes, so quantized
+    checkpoints are sized as stored), else the count from config.json."""
+    if st is None or not getattr(st, "parameters", None):
+        fill_parameters_from_config(d)
+        return
+    d.parameters_by_dtype = {str(k).upper(): int(v) for k, v in st.parameters.items()}
+    d.parameters = int(getattr(st, "total", 0) or sum(d.parameters_by_dtype.values()))
+    d.parameters_source, d.parameters_exact = "hub-metadata", True
 
 
 def _model_info(ref: ModelRef, cfg: HubConfig) -> Any:

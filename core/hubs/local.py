@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ezrunner.core import modelinfo
+from ezrunner.core import modelinfo, paramcount
 from ezrunner.core.errors import EzError, UsageError
 from ezrunner.core.hubs.base import (
     Check,
@@ -65,13 +65,16 @@ def _fill_parameters_local(d: ModelDetails, root: Path) -> None:
 
 
 def fill_parameters_from_config(d: ModelDetails) -> None:
-    if d.config is None:
+    """The parameter count from config.json, counted as the plan counts it
+    (:func:`paramcount.config_count`: transformers-meta, else config-estimate)."""
+    counted = paramcount.config_count(d.config) if d.config is not None else None
+    if counted is None:
         return
-    n, exact = modelinfo.count_parameters(d.config)
-    if n is not None:
-        d.parameters, d.parameters_source, d.parameters_exact = n, "config", exact
-        if not exact:
-            d.notes.append(f"parameter count for model_type {d.config.model_type!r} is an estimate from config.json")
+    d.parameters, d.parameters_source = counted.total, counted.source
+    d.parameters_exact = counted.source == paramcount.TRANSFORMERS_META
+    if not d.parameters_exact:
+        d.notes.append(f"parameter count for model_type {d.config.model_type!r} is a structural estimate from "
+                       "config.json (transformers is not installed or cannot build it)")
 
 
 class LocalHub:
