@@ -148,6 +148,27 @@ def setup_logging() -> None:
     )
 
 
+def uvicorn_config(app, config: ServerConfig, state):
+    """uvicorn's settings: bounded connections (connections.py), headers of at most 16 KiB,
+    idle keep-alive connections closed after ``keep_alive_timeout``, a rate-limited log."""
+    import uvicorn
+
+    from .connections import ConnectionGuard, guarded_protocol, limit_log_rate, raise_fd_limit
+
+    limit = raise_fd_limit(config.max_connections)
+    if limit < config.max_connections:
+        logging.getLogger("ezrunner_server").warning(
+            "the open-files limit allows %d connections, not %d", limit, config.max_connections)
+    guard = ConnectionGuard(config, state.metrics, limit=limit)
+    limit_log_rate()
+    return uvicorn.Config(
+        app, host=config.host, port=config.port, log_level="info", lifespan="on",
+        timeout_graceful_shutdown=5, log_config=None, http=guarded_protocol(guard),
+        timeout_keep_alive=config.keep_alive_timeout, h11_max_incomplete_event_size=16 * 1024,
+        backlog=min(2048, limit),
+    )
+
+
 def serve(config: ServerConfig) -> int:
     """Run the HTTP server until interrupted; returns the exit status."""
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -159,10 +180,7 @@ def serve(config: ServerConfig) -> int:
 
     app = create_app(config)
     state = app.state
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=config.host, port=config.port, log_level="info", lifespan="on",
-        timeout_graceful_shutdown=5, log_config=None,
-    ))
+    server = uvicorn.Server(uvicorn_config(app, config, state))
     state.on_load_failure = lambda _msg: setattr(server, "should_exit", True)
     logging.getLogger("ezrunner_server").info(
         "listening on http://%s:%d (model loads in the background; GET /ready says when)", config.host, config.port)

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
@@ -303,7 +304,7 @@ async def generate(request: Request, state: ServerState, engine: GenerationEngin
     request.state.request_id = rid
     job = await _admit(state, engine, api, rid, prompt, params, body)
     if body.stream:
-        return await _stream(job)
+        return await _stream(job, state.config.stream_write_timeout)
     return await _collect(request, job)
 
 
@@ -347,15 +348,49 @@ async def _collect(request: Request, job: Generation) -> Response:
     return JSONResponse(answer.model_dump(), headers={"X-Request-Id": job.rid})
 
 
-async def _stream(job: Generation) -> Response:
+class _Stalled(Exception):
+    """A write to the client did not complete within the stream write timeout."""
+
+
+class SSEResponse(StreamingResponse):
+    """The event stream of one generation. Every write must complete within
+    ``write_timeout``: a client that reads nothing for that long (its buffers full) has its
+    stream cancelled, which frees the slot and stops the generation; the connection is
+    closed (and aborted by the connection guard if the client still does not read)."""
+
+    def __init__(self, job: Generation, first: Delta, write_timeout: float) -> None:
+        super().__init__(_sse(job, first), media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Request-Id": job.rid})
+        self.job = job
+        self.write_timeout = write_timeout
+
+    async def stream_response(self, send) -> None:
+        async def bounded_send(message) -> None:
+            try:
+                async with asyncio.timeout(self.write_timeout):
+                    await send(message)
+            except TimeoutError:
+                raise _Stalled from None
+
+        try:
+            await super().stream_response(bounded_send)
+        except _Stalled:
+            self.job.metrics.stalled.inc()
+            log.warning("request %s: the client read nothing for %g s; stream cancelled", self.job.rid,
+                        self.write_timeout)
+        finally:
+            with anyio.CancelScope(shield=True):  # also when the client went away (cancelled)
+                await self.body_iterator.aclose()  # runs _sse's finally: slot freed, generation stopped
+
+
+async def _stream(job: Generation, write_timeout: float) -> Response:
     try:  # wait for the first token, so that an engine failure is still a plain 500
         first = await job.next_delta()
     except BaseException:
         job.release()
         await job.deltas.aclose()
         raise
-    response = StreamingResponse(_sse(job, first), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Request-Id": job.rid})
+    response = SSEResponse(job, first, write_timeout)
     weakref.finalize(response, job.close_stream)
     return response
 

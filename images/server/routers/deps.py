@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 
 from ..engine import EMBED, GENERATE
 from ..errors import APIError, RequestT, parse
@@ -93,6 +94,8 @@ async def read_body(request: Request) -> dict[str, Any]:
                     raise APIError(413, f"Request body exceeds the limit of {limit} bytes.",
                                    code="request_too_large", headers=CLOSE)
                 chunks.append(chunk)
+    except ClientDisconnect:
+        raise APIError(499, "Client closed the request.", code="client_closed_request") from None
     except TimeoutError:
         raise APIError(408, f"The request body did not arrive within {config.body_timeout:g} s.",
                        code="request_timeout", headers=CLOSE) from None
