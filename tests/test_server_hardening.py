@@ -282,9 +282,14 @@ async def test_a_prompt_too_long_for_any_tokenization_is_refused_without_tokeniz
 
 
 def test_a_3_9_mb_prompt_is_refused_by_its_token_bound(http, gen_server):
-    prompt = "The operator loads the bundle on the air-gapped server. " * 70_000
-    r = http.post("/v1/completions", json={"model": "tiny-chat", "prompt": prompt[:3_900_000]})
-    err = assert_openai_error(r, 400, "context_length_exceeded")
+    """Too big for any prompt of a 2048-token context: 413 before the body is read. Small
+    enough to read but longer than 2048 tokens can hold: 400 before tokenizing."""
+    text = "The operator loads the bundle on the air-gapped server. " * 70_000
+    for path, body in (("/v1/completions", {"prompt": text[:3_900_000]}),
+                       (CHAT, {"messages": [{"role": "user", "content": text[:3_900_000]}]})):
+        err = assert_openai_error(http.post(path, json={"model": "tiny-chat", **body}), 413, "request_too_large")
+        assert "limit" in err["message"]
+    err = assert_openai_error(http.post("/v1/completions", json={"model": "tiny-chat", "prompt": text[:200_000]}),
+                              400, "context_length_exceeded")
     assert "2048" in err["message"] and err["param"] == "prompt"
     assert http.get("/health").status_code == 200
-

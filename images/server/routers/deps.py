@@ -82,8 +82,9 @@ def decode_json(raw: bytes) -> dict[str, Any]:
 async def read_body(request: Request) -> dict[str, Any]:
     """The JSON object of the body, read up to the size limit (also without Content-Length)
     and within the body timeout (a client trickling its body holds a connection)."""
-    config = server_state(request).config
-    limit = config.max_body_bytes
+    state = server_state(request)
+    config = state.config
+    limit = state.body_limit(request.url.path)
     chunks = []
     size = 0
     try:
