@@ -184,6 +184,16 @@ def test_a_non_ascii_key_stops_the_real_server_with_one_line(tiny_model_dir):
     assert len(lines) == 1 and "printable ASCII" in lines[0] and "clé" not in lines[0], r.stderr
 
 
+def test_ezrunner_serve_refuses_a_non_ascii_key_as_a_usage_error(tiny_model_dir, tmp_path):
+    from conftest import EZRUNNER
+
+    (tmp_path / "key").write_text("clé\n", encoding="utf-8")
+    r = subprocess.run([EZRUNNER, "serve", str(tiny_model_dir), "--api-key-file", str(tmp_path / "key")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r
+    assert "printable ASCII" in r.stderr and "clé" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_the_key_from_a_file_or_stdin(monkeypatch, tmp_path):
     monkeypatch.setenv("EZRUNNER_API_KEY", "from-env")
     (tmp_path / "key").write_text("from-file\n", encoding="utf-8")
