@@ -19,10 +19,17 @@ from ezrunner.images.server.config import ServerConfig
 from ezrunner.images.server.connections import ConnectionGuard, LogRateLimit
 from ezrunner.images.server.engine import Delta
 from ezrunner.images.server.serving import Admission
-from support_server import free_port, start_server
-from test_server_hardening import CHAT, M, _app, _generation_engine, _RecordingTokenizer
+from support_server import (
+    RecordingTokenizer,
+    app_with_engine,
+    fake_generation_engine,
+    free_port,
+    start_server,
+)
 
 LIMIT = 12
+CHAT = "/v1/chat/completions"
+M = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture(scope="module")
@@ -210,9 +217,9 @@ class _EndlessRequest:
 
 async def test_a_stream_whose_client_reads_nothing_is_cancelled_and_frees_its_slot():
     request = _EndlessRequest()
-    engine = _generation_engine(_RecordingTokenizer())
+    engine = fake_generation_engine(RecordingTokenizer())
     engine.submit = lambda *_a, **_k: request
-    app = _app(engine, stream_write_timeout=0.2)
+    app = app_with_engine(engine, stream_write_timeout=0.2)
     state = app.state
     state.admission = Admission(1, 0, state.metrics)
     body = json.dumps({"messages": M, "max_tokens": 10, "stream": True}).encode()

@@ -17,9 +17,13 @@ from ezrunner.images.server import protocol as P
 from ezrunner.images.server.app import create_app
 from ezrunner.images.server.cli import add_arguments, config_from_args, precheck
 from ezrunner.images.server.config import LoadError, ServerConfig
-from ezrunner.images.server.engine import GENERATE, longest_token_chars
 from ezrunner.images.server.errors import APIError, parse
-from support_server import assert_openai_error
+from support_server import (
+    RecordingTokenizer,
+    app_with_engine,
+    assert_openai_error,
+    fake_generation_engine,
+)
 
 CHAT = "/v1/chat/completions"
 M = [{"role": "user", "content": "hi"}]
@@ -230,44 +234,9 @@ def test_precheck_refuses_a_bad_key_given_programmatically(tiny_model_dir):
 # ------------------------------------------------------------------------------------------ 4. big prompts
 
 
-class _RecordingTokenizer:
-    """Stands in for a fast tokenizer: one token per character, and it records the threads it ran on."""
-
-    chat_template = "{{ messages }}"
-
-    def __init__(self) -> None:
-        self.threads: list[str] = []
-        self.calls = 0
-
-    def get_vocab(self) -> dict[str, int]:
-        return {"a": 0, "bb": 1, "<|eot|>": 2}
-
-    def apply_chat_template(self, messages, **_kw) -> str:
-        self.threads.append(threading.current_thread().name)
-        return "".join(m["content"] for m in messages)
-
-    def __call__(self, text: str, **_kw) -> dict[str, list[int]]:
-        self.threads.append(threading.current_thread().name)
-        self.calls += 1
-        return {"input_ids": [0] * len(text)}
-
-
-def _generation_engine(tokenizer):
-    return SimpleNamespace(capability=GENERATE, max_model_len=64, device="cpu", tokenizer=tokenizer,
-                           model=SimpleNamespace(dtype="torch.float32"), is_alive=lambda: True,
-                           default_temperature=0.0, default_top_p=1.0, supports_request_sampling=False,
-                           max_token_chars=longest_token_chars(tokenizer))
-
-
-def _app(engine, **config):
-    app = create_app(ServerConfig(model_dir="/x", served_model_name="fake", **config), load=False)
-    app.state.engine, app.state.ready = engine, True
-    return app
-
-
 async def test_prompts_are_built_and_tokenized_off_the_event_loop():
-    tok = _RecordingTokenizer()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_app(_generation_engine(tok))),
+    tok = RecordingTokenizer()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_with_engine(fake_generation_engine(tok))),
                                  base_url="http://test") as c:
         r = await c.post(CHAT, json={"messages": M, "max_tokens": 64})  # too long: refused after tokenizing
         assert_openai_error(r, 400, "context_length_exceeded")
@@ -282,8 +251,8 @@ async def test_prompts_are_built_and_tokenized_off_the_event_loop():
     ("/v1/completions", {"prompt": "a" * 10_000}, "prompt"),
 ])
 async def test_a_prompt_too_long_for_any_tokenization_is_refused_without_tokenizing(path, body, param):
-    tok = _RecordingTokenizer()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_app(_generation_engine(tok))),
+    tok = RecordingTokenizer()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_with_engine(fake_generation_engine(tok))),
                                  base_url="http://test") as c:
         err = assert_openai_error(await c.post(path, json=body), 400, "context_length_exceeded")
     # 64 tokens of at most 7 characters each ('<|eot|>') cannot hold 10,000 characters
