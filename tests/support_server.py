@@ -16,9 +16,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -205,3 +207,46 @@ def sse_events(lines) -> list:
         data = line[len("data: "):]
         events.append(data if data == "[DONE]" else json.loads(data))
     return events
+
+
+# ------------------------------------------------------------------------------------------ in-process fakes
+
+
+class RecordingTokenizer:
+    """Stands in for a fast tokenizer: one token per character, and it records the threads it ran on."""
+
+    chat_template = "{{ messages }}"
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+        self.calls = 0
+
+    def get_vocab(self) -> dict[str, int]:
+        return {"a": 0, "bb": 1, "<|eot|>": 2}
+
+    def apply_chat_template(self, messages, **_kw) -> str:
+        self.threads.append(threading.current_thread().name)
+        return "".join(m["content"] for m in messages)
+
+    def __call__(self, text: str, **_kw) -> dict[str, list[int]]:
+        self.threads.append(threading.current_thread().name)
+        self.calls += 1
+        return {"input_ids": [0] * len(text)}
+
+
+def fake_generation_engine(tokenizer):
+    from ezrunner.images.server.engine import GENERATE, longest_token_chars
+
+    return SimpleNamespace(capability=GENERATE, max_model_len=64, device="cpu", tokenizer=tokenizer,
+                           model=SimpleNamespace(dtype="torch.float32"), is_alive=lambda: True,
+                           default_temperature=0.0, default_top_p=1.0, supports_request_sampling=False,
+                           max_token_chars=longest_token_chars(tokenizer))
+
+
+def app_with_engine(engine, **config):
+    from ezrunner.images.server.app import create_app
+    from ezrunner.images.server.config import ServerConfig
+
+    app = create_app(ServerConfig(model_dir="/x", served_model_name="fake", **config), load=False)
+    app.state.engine, app.state.ready = engine, True
+    return app

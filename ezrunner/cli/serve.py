@@ -32,8 +32,8 @@ def _run(args: argparse.Namespace) -> int:
     from ezrunner.images.server.cli import config_from_args, precheck, serve, setup_logging
     from ezrunner.images.server.config import LoadError
 
-    config = config_from_args(args)
     try:
+        config = config_from_args(args)
         precheck(config)
     except LoadError as exc:
         hint = None

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import API_KEY_ENV, LoadError, ServerConfig
+from .config import API_KEY_ENV, LoadError, ServerConfig, check_api_key
 
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 
@@ -35,6 +35,17 @@ def _whole_number(minimum: int, what: str, maximum: int | None = None):
     return parse
 
 
+def _seconds(text: str) -> float:
+    """An argparse type: a number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
 _positive = _whole_number(1, "at least 1")
 _non_negative = _whole_number(0, "0 or more")
 _port = _whole_number(0, "0 or more", maximum=65535)
@@ -42,7 +53,7 @@ _port = _whole_number(0, "0 or more", maximum=65535)
 _DEFAULT = ServerConfig(model_dir="", served_model_name="")  # the defaults, in one place
 # options that go to ServerConfig unchanged (same name)
 _PLAIN_OPTIONS = ("host", "port", "device", "dtype", "max_model_len", "max_concurrency", "max_queue",
-                  "trust_remote_code")
+                  "trust_remote_code", "max_connections", "header_timeout", "stream_write_timeout")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,8 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=_port, default=d.port, help=f"TCP port (default {d.port})")
     parser.add_argument("--served-model-name", metavar="NAME",
                         help="the model name clients send (default: the folder's name)")
-    parser.add_argument("--api-key", metavar="KEY",
-                        help=f"require 'Authorization: Bearer KEY' on /v1 endpoints (default: env {API_KEY_ENV})")
+    key = parser.add_mutually_exclusive_group()
+    key.add_argument("--api-key", metavar="KEY",
+                     help=f"require 'Authorization: Bearer KEY' on /v1 endpoints (default: env {API_KEY_ENV}); "
+                     "visible in the process list: prefer --api-key-file or the env var")
+    key.add_argument("--api-key-file", metavar="PATH",
+                     help="read the API key from the first line of PATH ('-': standard input)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device,
                         help="where to run the model (default auto: cuda when torch sees a GPU)")
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, default=d.dtype,
@@ -67,15 +82,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"requests allowed to wait beyond that; more get 429 (default {d.max_queue})")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="allow models that ship their own Python code (off by default)")
+    parser.add_argument("--max-connections", type=_positive, default=d.max_connections, metavar="N",
+                        help=f"open connections at most; past it the longest-idle one is closed, or the new one "
+                        f"gets 503 (default {d.max_connections})")
+    parser.add_argument("--header-timeout", type=_seconds, default=d.header_timeout, metavar="S",
+                        help=f"seconds a connection may take to send a request's headers (default "
+                        f"{d.header_timeout:g})")
+    parser.add_argument("--stream-write-timeout", type=_seconds, default=d.stream_write_timeout, metavar="S",
+                        help=f"cancel a stream whose client reads nothing for S seconds (default "
+                        f"{d.stream_write_timeout:g})")
+
+
+def read_api_key(args: argparse.Namespace) -> str | None:
+    """The key from --api-key, --api-key-file (a file or '-' for stdin: kept out of the process
+    list) or the environment; None when none is set. :class:`LoadError` if it is unusable."""
+    if getattr(args, "api_key_file", None):
+        path = args.api_key_file
+        source = "standard input" if path == "-" else path
+        try:
+            text = sys.stdin.read() if path == "-" else Path(path).expanduser().read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LoadError(f"cannot read the API key from {source}: {getattr(exc, 'strerror', None) or exc}") from None
+        lines = text.splitlines()
+        return check_api_key(lines[0].strip() if lines else "", source)
+    if args.api_key is not None:
+        return check_api_key(args.api_key, "--api-key")
+    return check_api_key(os.environ.get(API_KEY_ENV) or None, API_KEY_ENV)
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    """The settings the options describe; :class:`LoadError` for an unusable API key."""
     model_dir = Path(args.model_dir).expanduser()
-    api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV)
     return ServerConfig(
         model_dir=str(model_dir),
         served_model_name=args.served_model_name or model_dir.resolve().name,
-        api_key=api_key or None,
+        api_key=read_api_key(args),
         **{name: getattr(args, name) for name in _PLAIN_OPTIONS},
     )
 
@@ -86,6 +127,7 @@ def precheck(config: ServerConfig) -> str:
     from .engine import check_remote_code, declared_capability, read_json
 
     model_dir = Path(config.model_dir)
+    check_api_key(config.api_key, "the settings")
     if not model_dir.is_dir():
         raise LoadError(f"model folder {model_dir} does not exist")
     if not (model_dir / "config.json").is_file():
@@ -106,6 +148,27 @@ def setup_logging() -> None:
     )
 
 
+def uvicorn_config(app, config: ServerConfig, state):
+    """uvicorn's settings: bounded connections (connections.py), headers of at most 16 KiB,
+    idle keep-alive connections closed after ``keep_alive_timeout``, a rate-limited log."""
+    import uvicorn
+
+    from .connections import ConnectionGuard, guarded_protocol, limit_log_rate, raise_fd_limit
+
+    limit = raise_fd_limit(config.max_connections)
+    if limit < config.max_connections:
+        logging.getLogger("ezrunner_server").warning(
+            "the open-files limit allows %d connections, not %d", limit, config.max_connections)
+    guard = ConnectionGuard(config, state.metrics, limit=limit)
+    limit_log_rate()
+    return uvicorn.Config(
+        app, host=config.host, port=config.port, log_level="info", lifespan="on",
+        timeout_graceful_shutdown=5, log_config=None, http=guarded_protocol(guard),
+        timeout_keep_alive=config.keep_alive_timeout, h11_max_incomplete_event_size=16 * 1024,
+        backlog=min(2048, limit),
+    )
+
+
 def serve(config: ServerConfig) -> int:
     """Run the HTTP server until interrupted; returns the exit status."""
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -117,10 +180,7 @@ def serve(config: ServerConfig) -> int:
 
     app = create_app(config)
     state = app.state
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=config.host, port=config.port, log_level="info", lifespan="on",
-        timeout_graceful_shutdown=5, log_config=None,
-    ))
+    server = uvicorn.Server(uvicorn_config(app, config, state))
     state.on_load_failure = lambda _msg: setattr(server, "should_exit", True)
     logging.getLogger("ezrunner_server").info(
         "listening on http://%s:%d (model loads in the background; GET /ready says when)", config.host, config.port)
@@ -139,8 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging()
-    config = config_from_args(args)
     try:
+        config = config_from_args(args)
         precheck(config)
     except LoadError as exc:
         print(f"ezrunner-server: error: {exc}", file=sys.stderr)

@@ -29,3 +29,25 @@ class ServerConfig:
     max_queue: int = 256
     trust_remote_code: bool = False
     max_body_bytes: int = 4 * 1024 * 1024
+    # connections (see connections.py): open at most this many; a new one past the limit
+    # closes the longest-idle one, or is refused with 503 when none is idle
+    max_connections: int = 1024
+    header_timeout: float = 10.0  # seconds to send a request's headers (connect or keep-alive)
+    keep_alive_timeout: float = 5.0  # an idle keep-alive connection is closed after this
+    body_timeout: float = 60.0  # seconds to send the whole body once its headers are in
+    stream_write_timeout: float = 30.0  # a stream whose client reads nothing for this long is cancelled
+
+
+API_KEY_HINT = "printable ASCII without spaces (HTTP headers carry ASCII only)"
+
+
+def check_api_key(key: str | None, source: str) -> str | None:
+    """The key, if every character is visible ASCII (``!`` to ``~``); else :class:`LoadError`.
+    A key HTTP clients cannot send byte for byte could never authenticate anyone."""
+    if key is None:
+        return None
+    if not key:
+        raise LoadError(f"the API key from {source} is empty")
+    if not all("!" <= c <= "~" for c in key):
+        raise LoadError(f"the API key from {source} must be {API_KEY_HINT}")
+    return key

@@ -264,6 +264,17 @@ class GenerationRequest:
             log.info("request %s cancelled after %d tokens", self.request_id, self.completion_tokens)
 
 
+def longest_token_chars(tokenizer) -> int:
+    """The most characters one token of ``tokenizer`` can stand for: the longest vocabulary
+    entry. Entries are at least as long as the text they decode to (byte-level BPE spells one
+    byte per character, SentencePiece one space as '▁', byte fallback '<0x41>' for one byte)."""
+    try:
+        return max(1, max((len(t) for t in tokenizer.get_vocab()), default=1))
+    except Exception:  # noqa: BLE001 - a tokenizer without a vocabulary: no bound before tokenizing
+        log.warning("the tokenizer lists no vocabulary: prompts are bounded by bytes only before tokenizing")
+        return 1 << 30
+
+
 class GenerationEngine:
     capability = GENERATE
 
@@ -286,6 +297,7 @@ class GenerationEngine:
             elif isinstance(src, (list, tuple)):
                 eos.extend(int(x) for x in src)
         self.eos_ids = sorted(set(eos))
+        self.max_token_chars = longest_token_chars(tokenizer)
         sample = bool(getattr(gc, "do_sample", False))
         t = getattr(gc, "temperature", None)
         p = getattr(gc, "top_p", None)

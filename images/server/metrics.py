@@ -46,6 +46,19 @@ class ServerMetrics:
         self.cancelled = Counter(
             f"{PREFIX}_requests_cancelled", "Generations cancelled because the client went away", registry=r
         )
+        self.stalled = Counter(
+            f"{PREFIX}_streams_stalled", "Streams cancelled because the client read nothing for the write timeout",
+            registry=r,
+        )
+        self.connections_open = Gauge(f"{PREFIX}_connections_open", "Open HTTP connections", registry=r)
+        self.connections_closed = Counter(
+            f"{PREFIX}_connections_closed_by_server",
+            "Connections the server closed itself: idle_timeout (no request headers in time), evicted (the "
+            "longest-idle one, at the connection limit), refused (503 at the limit), stalled_close (client "
+            "not reading what was left)",
+            ["reason"],
+            registry=r,
+        )
         self.batch_sequences = Histogram(
             f"{PREFIX}_batch_sequences",
             "Sequences in each forward pass of the continuous-batching engine",

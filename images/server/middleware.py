@@ -49,10 +49,11 @@ class MetricsAndLimits:
             await send(message)
 
         try:
-            length, limit = _content_length(scope), self.state.config.max_body_bytes
+            length, limit = _content_length(scope), self.state.body_limit(scope.get("path", ""))
             if length is not None and length > limit:
                 resp = JSONResponse(error_body(f"Request body is {length} bytes; the limit is {limit} bytes.",
-                                               "invalid_request_error", None, "request_too_large"), status_code=413)
+                                               "invalid_request_error", None, "request_too_large"), status_code=413,
+                                    headers={"Connection": "close"})  # the body is not read
                 await resp(scope, receive, send_wrapper)
                 return
             await self.app(scope, receive, send_wrapper)

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, model_serializer, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 MAX_STOP_SEQUENCES = 4
@@ -74,6 +81,47 @@ def _boolean(v: Any, say_type: bool = True) -> bool | None:
 def _unsupported(refused: bool, by: str = "server") -> None:
     if refused:
         raise invalid(f"'{{param}}' is not supported by this {by}", "unsupported_parameter")
+
+
+def _refuse_unless(*accepted: Any, by: str = "server"):
+    """A validator for a parameter this server cannot honour: null and the listed values (the
+    defaults, which change nothing) pass; anything else is refused naming the parameter."""
+
+    def check(v: Any) -> None:
+        if v is not None and not any(v == a and type(v) is type(a) for a in accepted):
+            raise invalid(f"'{{param}}' is not supported by this {by}", "unsupported_parameter")
+
+    return BeforeValidator(check)
+
+
+def _refuse_non_empty(kind: type, what: str):
+    """A list or object parameter: empty (or null) passes; content is refused."""
+
+    def check(v: Any) -> None:
+        if v is None:
+            return
+        if not isinstance(v, kind):
+            raise invalid(f"'{{param}}' must be {what}", "invalid_type")
+        if v:
+            raise invalid("'{param}' is not supported by this server", "unsupported_parameter")
+
+    return BeforeValidator(check)
+
+
+RESPONSE_FORMATS = ("text", "json_object", "json_schema")
+
+
+def _format_type(v: Any) -> str:
+    if v not in RESPONSE_FORMATS:
+        raise invalid(f"'{{param}}' must be one of {', '.join(RESPONSE_FORMATS)}")
+    return v
+
+
+def _text_only(v: Any) -> Any:
+    if v is not None and v.type != "text":
+        raise invalid(f"'{{param}}' of type '{v.type}' is not supported by this server (only 'text'): the "
+                      "output is not constrained to JSON", "unsupported_parameter")
+    return None
 
 
 def _model_name(v: Any) -> str | None:
@@ -173,6 +221,9 @@ TokenCount = Annotated[int | None, BeforeValidator(lambda v: _integer(v, minimum
 Penalty = Annotated[float, BeforeValidator(lambda v: _number(v, -2.0, 2.0) or 0.0)]
 Flag = Annotated[bool | None, BeforeValidator(lambda v: _boolean(v))]
 Unsupported = Annotated[None, BeforeValidator(lambda v: _unsupported(bool(v)))]
+RefusedObject = Annotated[None, _refuse_non_empty(dict, "an object")]
+RefusedList = Annotated[None, _refuse_non_empty(list, "an array")]
+Refused = Annotated[None, _refuse_unless()]
 
 
 # ------------------------------------------------------------------------------------------ requests
@@ -204,6 +255,9 @@ class SamplingRequest(OpenAIRequest):
     ignore_eos: Flag = None  # vLLM's extra: generate exactly max_tokens
     stream: Flag = None
     stream_options: Annotated[StreamOptions | None, BeforeValidator(_object)] = None
+    # parameters that would change the output and that this server cannot honour: refused
+    # by name when set to anything but their default (see docs/commands/serve.md)
+    logit_bias: RefusedObject = None
 
     @property
     def token_limit(self) -> int | None:
@@ -229,11 +283,29 @@ class ChatMessage(BaseModel):
         return {"role": "system" if self.role == "developer" else self.role, "content": self.content}
 
 
+class ResponseFormat(BaseModel):
+    type: Annotated[str, BeforeValidator(_format_type)] = Field(default=None, validate_default=True)
+
+
 class _ChatInput(OpenAIRequest):
     messages: Annotated[list[ChatMessage], BeforeValidator(_messages)]
 
 
 class ChatCompletionRequest(SamplingRequest, _ChatInput):  # (bases in this order: messages are checked first)
+    top_logprobs: Annotated[None, _refuse_unless(0)] = None
+    response_format: Annotated[ResponseFormat | None, BeforeValidator(_object), AfterValidator(_text_only)] = None
+    tools: RefusedList = None
+    tool_choice: Annotated[None, _refuse_unless("none")] = None
+    functions: RefusedList = None
+    function_call: Annotated[None, _refuse_unless("none")] = None
+    parallel_tool_calls: Flag = None  # no tools: nothing to call in parallel
+    audio: Refused = None
+    modalities: Annotated[None, _refuse_unless(["text"])] = None
+    prediction: Refused = None
+    reasoning_effort: Refused = None
+    verbosity: Refused = None
+    web_search_options: Refused = None
+
     @property
     def token_limit(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
@@ -246,6 +318,7 @@ class _CompletionInput(OpenAIRequest):
 
 
 class CompletionRequest(SamplingRequest, _CompletionInput):
+    best_of: Annotated[None, BeforeValidator(lambda v: _unsupported(_integer(v, minimum=1) not in (None, 1)))] = None
     # the legacy API has no max_completion_tokens: accepted and ignored, unchecked
     max_completion_tokens: Any = Field(default=None, exclude=True)
 

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
@@ -103,19 +104,21 @@ class ChatAPI:
     id_prefix = "chatcmpl"
     chunk_object = "chat.completion.chunk"
 
+    prompt_param = "messages"
+    add_special_tokens = False  # the template has them
+
     @staticmethod
-    def prompt(engine: GenerationEngine, body: P.ChatCompletionRequest) -> tuple[list[int], str]:
+    def render(engine: GenerationEngine, body: P.ChatCompletionRequest) -> str:
         tok = engine.tokenizer
         if not getattr(tok, "chat_template", None):
             raise APIError(400, "This model has no chat template; use /v1/completions.",
                            code="chat_template_missing")
         messages = [m.for_template() for m in body.messages]
         try:
-            text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            return tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         except Exception as exc:  # noqa: BLE001 - jinja errors from the model's template
             raise APIError(400, f"The chat template rejected these messages: {exc}", param="messages",
                            code="invalid_messages") from None
-        return list(tok(text, add_special_tokens=False)["input_ids"]), text
 
     @staticmethod
     def response(head: dict[str, Any], text: str, finish_reason: str | None, usage: P.UsageInfo) -> BaseModel:
@@ -138,9 +141,12 @@ class CompletionAPI:
     id_prefix = "cmpl"
     chunk_object = "text_completion"
 
+    prompt_param = "prompt"
+    add_special_tokens = True
+
     @staticmethod
-    def prompt(engine: GenerationEngine, body: P.CompletionRequest) -> tuple[list[int], str]:
-        return list(engine.tokenizer(body.prompt, add_special_tokens=True)["input_ids"]), body.prompt
+    def render(_engine: GenerationEngine, body: P.CompletionRequest) -> str:
+        return body.prompt
 
     @staticmethod
     def response(head: dict[str, Any], text: str, finish_reason: str | None, usage: P.UsageInfo) -> BaseModel:
@@ -157,6 +163,22 @@ class CompletionAPI:
 
 
 API = ChatAPI | CompletionAPI
+
+
+def build_prompt(engine: GenerationEngine, api: API, body: P.SamplingRequest) -> tuple[list[int], str]:
+    """(token ids, text) of the prompt. Blocking (template and tokenizer): runs in a worker
+    thread. A text longer than the context times the longest token of the vocabulary cannot
+    fit in the context, whatever the tokenizer makes of it: refused before tokenizing (a
+    3.9 MB prompt would take seconds of CPU and a million-entry list only to be refused)."""
+    text = api.render(engine, body)
+    limit, longest = engine.max_model_len, engine.max_token_chars
+    if len(text) > limit * longest:
+        raise APIError(400, f"This model's maximum context length is {limit} tokens. However, your prompt has "
+                       f"{len(text)} characters, more than {limit} tokens can hold (no token of this model is "
+                       f"longer than {longest} characters).", param=api.prompt_param,
+                       code="context_length_exceeded")
+    ids = engine.tokenizer(text, add_special_tokens=api.add_special_tokens)["input_ids"]
+    return list(ids), text
 
 
 # ------------------------------------------------------------------------------------------ parameters
@@ -276,13 +298,13 @@ async def _admit(state: ServerState, engine: GenerationEngine, api: API, rid: st
 async def generate(request: Request, state: ServerState, engine: GenerationEngine, api: API,
                    body: P.SamplingRequest) -> Response:
     """Serve one chat or completions request (already validated)."""
-    prompt = api.prompt(engine, body)
+    prompt = await asyncio.to_thread(build_prompt, engine, api, body)
     params = generation_params(engine, len(prompt[0]), body)
     rid = new_id(api.id_prefix)
     request.state.request_id = rid
     job = await _admit(state, engine, api, rid, prompt, params, body)
     if body.stream:
-        return await _stream(job)
+        return await _stream(job, state.config.stream_write_timeout)
     return await _collect(request, job)
 
 
@@ -326,15 +348,49 @@ async def _collect(request: Request, job: Generation) -> Response:
     return JSONResponse(answer.model_dump(), headers={"X-Request-Id": job.rid})
 
 
-async def _stream(job: Generation) -> Response:
+class _Stalled(Exception):
+    """A write to the client did not complete within the stream write timeout."""
+
+
+class SSEResponse(StreamingResponse):
+    """The event stream of one generation. Every write must complete within
+    ``write_timeout``: a client that reads nothing for that long (its buffers full) has its
+    stream cancelled, which frees the slot and stops the generation; the connection is
+    closed (and aborted by the connection guard if the client still does not read)."""
+
+    def __init__(self, job: Generation, first: Delta, write_timeout: float) -> None:
+        super().__init__(_sse(job, first), media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Request-Id": job.rid})
+        self.job = job
+        self.write_timeout = write_timeout
+
+    async def stream_response(self, send) -> None:
+        async def bounded_send(message) -> None:
+            try:
+                async with asyncio.timeout(self.write_timeout):
+                    await send(message)
+            except TimeoutError:
+                raise _Stalled from None
+
+        try:
+            await super().stream_response(bounded_send)
+        except _Stalled:
+            self.job.metrics.stalled.inc()
+            log.warning("request %s: the client read nothing for %g s; stream cancelled", self.job.rid,
+                        self.write_timeout)
+        finally:
+            with anyio.CancelScope(shield=True):  # also when the client went away (cancelled)
+                await self.body_iterator.aclose()  # runs _sse's finally: slot freed, generation stopped
+
+
+async def _stream(job: Generation, write_timeout: float) -> Response:
     try:  # wait for the first token, so that an engine failure is still a plain 500
         first = await job.next_delta()
     except BaseException:
         job.release()
         await job.deltas.aclose()
         raise
-    response = StreamingResponse(_sse(job, first), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Request-Id": job.rid})
+    response = SSEResponse(job, first, write_timeout)
     weakref.finalize(response, job.close_stream)
     return response
 

@@ -16,6 +16,8 @@ from .serving import Admission
 
 log = logging.getLogger("ezrunner_server")
 
+GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+
 
 class ServerState:
     """Kept on ``app.state.server``; the routers reach it through ``routers.deps``."""
@@ -44,6 +46,18 @@ class ServerState:
             yield
         finally:
             await asyncio.to_thread(self.shutdown)
+
+    def body_limit(self, path: str) -> int:
+        """The most bytes a request body to ``path`` may have. For generation it is also bounded
+        by the prompt the context can hold: ``max_model_len`` tokens of at most ``max_token_chars``
+        characters, each at most 12 bytes of JSON (a ``\\ud83d\\ude00`` pair), plus room for
+        one message per token and the other fields. Bigger bodies are refused before they are read."""
+        limit = self.config.max_body_bytes
+        engine = self.engine
+        if path in GENERATION_PATHS and engine is not None and hasattr(engine, "max_token_chars"):
+            n = engine.max_model_len
+            limit = min(limit, 12 * n * engine.max_token_chars + 256 * n + 64 * 1024)
+        return limit
 
     def start_loading(self) -> None:
         self._thread = threading.Thread(target=self._load, name="ezrunner-load", daemon=True)
