@@ -14,7 +14,14 @@ from ezrunner.core import docker_api, run
 from ezrunner.core.errors import EzError
 from ezrunner.core.events import BytesProgress, LogLines, Notice, PhaseFinished, StepProgress
 from ezrunner.core.run import RunLabels, RunOptions, StartOptions
-from support_run import MINI_CRASH_TAG, MINI_TAG, remove_containers, remove_image, uniq
+from support_run import (
+    MINI_CRASH_TAG,
+    MINI_TAG,
+    make_synthetic_bundle,
+    remove_containers,
+    remove_image,
+    uniq,
+)
 
 
 def _free_port() -> int:
@@ -144,6 +151,18 @@ def test_port_in_use_is_said_before_starting(docker_engine, mini_bundle, names):
     assert f"ezrunner: error: port {port} on 127.0.0.1 is already in use" in proc.stderr
     assert "--port" in proc.stderr  # the hint
     assert docker_api.container_or_none(docker_engine, name) is None
+
+
+def test_cli_checksum_mismatch_is_one_line_with_exit_code_2(docker_engine, tmp_path):
+    bundle = make_synthetic_bundle(tmp_path / "c.tar")
+    data = bytearray(bundle.read_bytes())
+    data[len(data) // 2] ^= 0x80
+    bundle.write_bytes(bytes(data))
+    proc = _ezrunner("run", str(bundle), "--port", str(_free_port()), "--name", uniq("ez-test-sum"))
+    assert proc.returncode == 2
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("ezrunner: error:")]
+    assert errors == [errors[0]] and "checksum mismatch" in errors[0]
+    assert "Traceback" not in proc.stderr
 
 
 def test_crash_at_start_shows_exit_code_last_lines_and_cause(docker_engine, mini_crash_bundle, names):

@@ -21,7 +21,7 @@ import os
 import tarfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -262,6 +262,7 @@ class BundleInfo:
     labels: BundleLabels | None = None  # set by inspect_bundle (a bundle without them is refused)
     members: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (data offset, size)
     end_of_archive: int = 0
+    sha256: str | None = None  # the joined bundle's hash as verified (None: not checked, --no-verify)
 
     @property
     def image_id(self) -> str:
@@ -568,9 +569,12 @@ def verify_bundle(
     *,
     check_hash: bool = True,
     cancelled: Callable[[], bool] | None = None,
+    before_hash: Callable[[BundleInfo], None] | None = None,
 ) -> tuple[BundleSource, BundleInfo]:
-    """Find the parts, check the structure (quick), then (unless ``check_hash`` is
-    False) hash the whole joined bundle and compare it with the sidecar.
+    """Find the parts, check the structure (quick), call ``before_hash`` (the
+    caller's other cheap checks: Docker, the port, the name), then (unless
+    ``check_hash`` is False) hash the whole joined bundle and compare it with the
+    sidecar. The returned info carries the verified ``sha256``.
 
     Emits PhaseStarted/BytesProgress/Notice/PhaseFinished with phase "verify".
     Raises :class:`BundleError` (exit 2) naming the problem."""
@@ -582,12 +586,21 @@ def verify_bundle(
         emit(Notice("verify", message=f"reading {len(source.parts)} parts in order: "
                     f"{source.parts[0].name} … {source.parts[-1].name} ({source.size:,} bytes)"))
     info = inspect_bundle(source)
-    if not check_hash:
+    if before_hash is not None:
+        before_hash(info)
+    if sidecar is None:
         emit(Notice("verify", level="warning", message="--no-verify: the sha256 checksum was NOT checked"))
         emit(PhaseFinished("verify", ok=True, detail="checksum skipped (--no-verify)",
                            data={"verified": False, "image_id": info.image_id}))
         return source, info
-    assert sidecar is not None
+    digest = _check_sha256(source, sidecar, emit, cancelled)
+    emit(PhaseFinished("verify", ok=True, detail=f"sha256 {digest[:16]}… matches",
+                       data={"verified": True, "sha256": digest, "image_id": info.image_id}))
+    return source, replace(info, sha256=digest)
+
+
+def _check_sha256(source: BundleSource, sidecar: Sidecar, emit: Callable[[Event], None],
+                  cancelled: Callable[[], bool] | None) -> str:
     if sidecar.name.lstrip("./") != source.path.name:
         emit(Notice("verify", level="warning",
                     message=f"{source.sidecar.name} names {sidecar.name!r}, not {source.path.name!r}; checking anyway"))
@@ -597,6 +610,4 @@ def verify_bundle(
             f"checksum mismatch: {source.describe()} has sha256 {digest[:16]}…, {source.sidecar.name} says {sidecar.sha256[:16]}…",
             hint="the bundle was damaged in transit; copy it again (compare with `sha256sum` on the source)",
         )
-    emit(PhaseFinished("verify", ok=True, detail=f"sha256 {digest[:16]}… matches",
-                       data={"verified": True, "sha256": digest, "image_id": info.image_id}))
-    return source, info
+    return digest
