@@ -40,6 +40,7 @@ class ServeRequest:
     served_name: str
     plan: dict[str, Any]
     max_model_len: int | None = None
+    trust_remote_code: bool = False  # the model's own Python code may run (pack --trust-remote-code)
 
     @property
     def model_dir(self) -> str:
@@ -62,7 +63,7 @@ def transformers_argv(device: str) -> Callable[[ServeRequest], list[str]]:
         conc = _positive(req.plan.get("max_concurrent_sequences"))
         if conc:
             args += ["--max-concurrency", str(conc)]
-        return args
+        return args + _remote_code_flag(req)
 
     return build
 
@@ -74,7 +75,12 @@ def vllm_argv(req: ServeRequest) -> list[str]:
     plan = dict(req.plan)
     if req.max_model_len:
         plan["max_model_len"] = req.max_model_len
-    return vllm_serve_args(plan, model_dir=req.model_dir, served_model_name=req.served_name)
+    return vllm_serve_args(plan, model_dir=req.model_dir, served_model_name=req.served_name) + _remote_code_flag(req)
+
+
+def _remote_code_flag(req: ServeRequest) -> list[str]:
+    """Both engines spell it the same way."""
+    return ["--trust-remote-code"] if req.trust_remote_code else []
 
 
 @dataclass(frozen=True)

@@ -118,3 +118,58 @@ def test_stale_sidecar_temporaries_of_dead_packs_are_removed(tmp_path):
     stale.write_text("x")
     W.clean_stale_temporaries(target)
     assert not stale.exists()
+
+
+def _remote_code_model(root: Path) -> Path:
+    folder = root / "custom-model"
+    folder.mkdir()
+    (folder / "config.json").write_text(
+        '{"model_type": "custom", "architectures": ["CustomForCausalLM"], '
+        '"auto_map": {"AutoModelForCausalLM": "modeling_custom.CustomForCausalLM"}}')
+    (folder / "modeling_custom.py").write_text("import os\n")
+    return folder
+
+
+def test_a_model_that_needs_remote_code_is_refused_without_the_flag(tmp_path):
+    from ezrunner.core.errors import UsageError
+    from ezrunner.core.pack import PackOptions, iter_pack
+
+    folder = _remote_code_model(tmp_path)
+    options = PackOptions(str(folder), tmp_path / "b.tar", plan={"engine": "transformers", "device": "cpu", "fits": True},
+                          engine="transformers", device="cpu", client=object())
+    with pytest.raises(UsageError, match=r"needs its own Python code \(config\.json has auto_map\)") as exc:
+        for _event in iter_pack(options):
+            pass
+    assert "--trust-remote-code" in exc.value.hint and exc.value.exit_code == 2
+    assert not (tmp_path / "b.tar").exists()
+
+
+def test_trust_remote_code_reaches_the_serve_command_of_each_engine(tmp_path):
+    from ezrunner.core.engines import ENGINE_TABLE, ServeRequest
+    from ezrunner.core.pack import needs_remote_code
+
+    assert needs_remote_code(_remote_code_model(tmp_path))
+    nested = tmp_path / "nested"
+    nested.mkdir()
+    (nested / "config.json").write_text('{"text_config": {"auto_map": {"AutoConfig": "x.Y"}}}')
+    assert needs_remote_code(nested)
+    (nested / "config.json").write_text('{"model_type": "llama"}')
+    assert not needs_remote_code(nested)
+    for spec in ENGINE_TABLE:
+        plan = {"engine": spec.engine, "device": spec.device, "max_model_len": 128}
+        assert "--trust-remote-code" in spec.serve_argv(ServeRequest("m", plan, trust_remote_code=True))
+        assert "--trust-remote-code" not in spec.serve_argv(ServeRequest("m", plan))
+
+
+def test_cli_pack_refuses_remote_code_in_one_line(tmp_path, docker_engine):
+    import subprocess
+
+    from conftest import EZRUNNER
+
+    folder = _remote_code_model(tmp_path)
+    proc = subprocess.run([EZRUNNER, "pack", str(folder), "-o", str(tmp_path / "b.tar"), "--cpu-only"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("ezrunner: error:")]
+    assert len(errors) == 1 and errors[0].startswith("ezrunner: error: custom-model needs its own Python code")
+    assert "Traceback" not in proc.stderr
