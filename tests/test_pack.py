@@ -135,6 +135,15 @@ def test_templates_render_every_contract_item(spec):
     assert f'"{B.LABEL_READY_PATH}"="{spec.ready_path}"' in text
 
 
+@pytest.mark.parametrize("spec", ENGINE_TABLE, ids=lambda s: s.key)
+def test_every_engine_image_drops_setuid_bits_in_its_final_stage(spec):
+    ins = _instructions(render_dockerfile(spec, base_image="example/base:1"))
+    final = ins[max(i for i, line in enumerate(ins) if line.startswith("FROM ")):]
+    drop = next(i for i, line in enumerate(final) if "-perm /6000" in line)
+    assert "chmod ug-s" in final[drop] and final[drop].startswith("RUN find / -xdev")
+    assert drop < next(i for i, line in enumerate(final) if line.startswith("USER 10001"))
+
+
 def test_template_values_stay_data():
     with pytest.raises(UsageError):
         render_dockerfile(get_spec("transformers", "cpu"), base_image="python:3.11-slim\nRUN id")

@@ -260,6 +260,14 @@ def _check_port_free(client: Any, host: str, port: int) -> None:
                       hint="pick another port with --port, or stop it first")
 
 
+def check_api_key(key: str | None) -> None:
+    """An API key is printable ASCII without spaces (what an HTTP header carries
+    byte for byte), so that a client can always send it."""
+    if key is not None and (not key or not all(33 <= ord(c) <= 126 for c in key)):
+        raise UsageError("the API key must be printable ASCII without spaces or control characters",
+                         hint="e.g. generate one with: openssl rand -hex 32 > key.txt")
+
+
 def _checked_name(name: str | None, labels: BundleLabels) -> str:
     name = name or default_name(labels.served_model_name)
     if not _NAME_RE.match(name):
@@ -318,6 +326,7 @@ def check_start(client: Any, labels: BundleLabels, options: StartOptions | None 
     opts = options or StartOptions()
     gpus = parse_gpus(opts.gpus) if isinstance(opts.gpus, str) else opts.gpus
     name, host_port = _checked_name(opts.name, labels), _checked_port(opts.port, labels)
+    check_api_key(opts.api_key)
     _stopped_container(client, name)
     if opts.publish:
         _check_port_free(client, opts.host, host_port)
