@@ -108,3 +108,34 @@ def test_an_unchanged_bundle_loads_every_byte(tmp_path):
     with pytest.raises(EzError, match="docker load finished but image"):  # the fake loads nothing
         load_bundle(client, source, info)
     assert client.api.finished and client.api.received == source.size
+
+
+def _cli_run(*args, stdin=None):
+    import subprocess
+
+    from conftest import EZRUNNER
+
+    return subprocess.run([EZRUNNER, "run", *args], capture_output=True, text=True, timeout=60, input=stdin,
+                          env={"PATH": "/usr/bin:/bin", "DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+
+
+@pytest.mark.parametrize(("key", "why"), [("", "printable ASCII"), ("k\u00e9y", "printable ASCII"),
+                                          ("two words", "printable ASCII")])
+def test_cli_api_key_file_is_checked_before_docker(tmp_path, key, why):
+    bundle = make_synthetic_bundle(tmp_path / "b.tar")
+    (tmp_path / "key").write_text(key + "\n", encoding="utf-8")
+    proc = _cli_run(str(bundle), "--api-key-file", str(tmp_path / "key"))
+    assert proc.returncode == 2 and why in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_api_key_from_stdin_or_a_missing_file(tmp_path):
+    bundle = make_synthetic_bundle(tmp_path / "b.tar")
+    missing = _cli_run(str(bundle), "--api-key-file", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "--api-key-file: cannot read" in missing.stderr
+    from_stdin = _cli_run(str(bundle), "--api-key-file", "-", stdin="s3cret\n")
+    assert from_stdin.returncode == 1 and "Docker daemon is not running" in from_stdin.stderr  # the key passed
+    assert "warning" not in from_stdin.stderr
+    argv = _cli_run(str(bundle), "--api-key", "s3cret")
+    assert "ezrunner: warning: --api-key shows the key to every user" in argv.stderr
+    both = _cli_run(str(bundle), "--api-key", "a", "--api-key-file", "-")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
