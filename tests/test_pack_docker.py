@@ -180,7 +180,7 @@ def test_second_model_reuses_the_engine_image(packed_bundle, tmp_path, base_imag
 
 
 def test_missing_base_image_says_how_to_load_it(tmp_path, tiny_model_dir, docker_engine):
-    proc = subprocess.run([EZRUNNER, "pack", str(tiny_model_dir), "-o", str(tmp_path / "b.tar"), "--cpu-only",
+    proc = subprocess.run([EZRUNNER, "pack", str(tiny_model_dir), "-o", str(tmp_path / "b.tar"), "--cpu-only", "--ram", "16",
                            "--base-image", "ezrunner-test/not-there:1"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("ezrunner: error: ")]
@@ -205,7 +205,7 @@ def test_interrupted_pack_leaves_nothing(packed_bundle, tmp_path, tmp_path_facto
     out.mkdir()
     env = dict(os.environ, EZRUNNER_HOME=str(pack_home(tmp_path_factory)))
     for sig in (signal.SIGINT, signal.SIGTERM):
-        proc = subprocess.Popen([EZRUNNER, "pack", str(model), "-o", str(out / "b.tar"), "--cpu-only",
+        proc = subprocess.Popen([EZRUNNER, "pack", str(model), "-o", str(out / "b.tar"), "--cpu-only", "--ram", "16",
                                  "--engine", "transformers", "--base-image", base_image],
                                 stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         seen = []
@@ -241,7 +241,7 @@ def small_tmpfs(tmp_path):
 def test_disk_full_leaves_no_partial_bundle(packed_bundle, small_tmpfs, tmp_path_factory, base_image, tiny_model_dir):
     env = dict(os.environ, EZRUNNER_HOME=str(pack_home(tmp_path_factory)))
     # the free-space check catches it before writing
-    proc = subprocess.run([EZRUNNER, "pack", str(tiny_model_dir), "-o", str(small_tmpfs / "b.tar"), "--cpu-only",
+    proc = subprocess.run([EZRUNNER, "pack", str(tiny_model_dir), "-o", str(small_tmpfs / "b.tar"), "--cpu-only", "--ram", "16",
                            "--engine", "transformers", "--base-image", base_image], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 1
     assert "not enough free space" in proc.stderr

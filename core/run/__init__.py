@@ -8,7 +8,7 @@ the TUI renders the same objects. docker is imported inside functions.
 
 Modules: ``container`` (StartOptions, start, Running, the checks), ``load``
 (docker load), ``ready`` (wait_ready, ReadyError), ``logs`` (follow_logs),
-``ps`` (ps, stop), ``pipeline`` (run_bundle). Public API (docs/commands/run.md)::
+``ps`` (ps, stop), ``prune`` (prune), ``pipeline`` (run_bundle). Public API (docs/commands/run.md)::
 
     verify_bundle(path, on_event=None, *, check_hash=True, before_hash=None) -> (BundleSource, BundleInfo)
     connect(timeout=3600) -> docker.DockerClient
