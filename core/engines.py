@@ -22,6 +22,8 @@ CONTAINER_PORT = 8000
 MODELS_ROOT = "/models"
 CONTAINER_UID = 10001
 VENV_PYTHON = "/opt/ezrunner/venv/bin/python"
+# The server's home (HF_HOME, caches) and /tmp: all an engine writes at run time.
+WRITABLE_PATHS = ("/tmp", "/home/ezrunner")
 # The CUDA Transformers template takes CPython 3.11 from this image.
 CUDA_PYTHON_IMAGE = "python:3.11-slim-bookworm"
 
@@ -38,6 +40,7 @@ class ServeRequest:
     served_name: str
     plan: dict[str, Any]
     max_model_len: int | None = None
+    trust_remote_code: bool = False  # the model's own Python code may run (pack --trust-remote-code)
 
     @property
     def model_dir(self) -> str:
@@ -60,7 +63,7 @@ def transformers_argv(device: str) -> Callable[[ServeRequest], list[str]]:
         conc = _positive(req.plan.get("max_concurrent_sequences"))
         if conc:
             args += ["--max-concurrency", str(conc)]
-        return args
+        return args + _remote_code_flag(req)
 
     return build
 
@@ -72,7 +75,12 @@ def vllm_argv(req: ServeRequest) -> list[str]:
     plan = dict(req.plan)
     if req.max_model_len:
         plan["max_model_len"] = req.max_model_len
-    return vllm_serve_args(plan, model_dir=req.model_dir, served_model_name=req.served_name)
+    return vllm_serve_args(plan, model_dir=req.model_dir, served_model_name=req.served_name) + _remote_code_flag(req)
+
+
+def _remote_code_flag(req: ServeRequest) -> list[str]:
+    """Both engines spell it the same way."""
+    return ["--trust-remote-code"] if req.trust_remote_code else []
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,10 @@ class EngineSpec:
     uses_wheelhouse: bool = False  # the embedded server's Python wheels go in
     extra_images: tuple[str, ...] = ()  # other local images the template copies from
     clear_entrypoint: bool = False  # the base image's ENTRYPOINT would wrap our Cmd
+    # Where the engine writes at run time. Non-empty: `run` makes the root
+    # filesystem read-only and mounts a tmpfs at each of these. Empty: the engine
+    # has not been checked with a read-only root, which stays writable.
+    writable_paths: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -116,13 +128,14 @@ ENGINE_TABLE: tuple[EngineSpec, ...] = (
         engine="transformers", device="cpu", template="transformers-cpu.Dockerfile.j2",
         default_base_image="python:3.11-slim-bookworm", ready_path="/ready", api_key_env="EZRUNNER_API_KEY",
         start_period_s=600, ready_base_s=120.0, healthcheck_python=VENV_PYTHON,
-        serve_argv=transformers_argv("cpu"), uses_wheelhouse=True,
+        serve_argv=transformers_argv("cpu"), uses_wheelhouse=True, writable_paths=WRITABLE_PATHS,
     ),
     EngineSpec(
         engine="transformers", device="cuda", template="transformers-cuda.Dockerfile.j2",
         default_base_image="nvidia/cuda:12.8.1-runtime-ubuntu24.04", ready_path="/ready",
         api_key_env="EZRUNNER_API_KEY", start_period_s=600, ready_base_s=120.0, healthcheck_python=VENV_PYTHON,
         serve_argv=transformers_argv("cuda"), uses_wheelhouse=True, extra_images=(CUDA_PYTHON_IMAGE,),
+        writable_paths=WRITABLE_PATHS,
     ),
     EngineSpec(
         engine="vllm", device="cuda", template="vllm.Dockerfile.j2",

@@ -23,6 +23,7 @@ iter_pack(options)``: the events, then the :class:`PackResult`) and :func:`pack`
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -90,6 +91,7 @@ class PackOptions:
     max_model_len: int | None = None
     dtype: str | None = None
     yes: bool = False  # pack even when the plan says it does not fit
+    trust_remote_code: bool = False  # pack a model that ships its own Python code (config.json auto_map)
     token: str | None = None  # hub token
     details: Any = None  # the ModelDetails the plan reads (None: read from the folder)
     client: Any = None  # a docker client (None: connect)
@@ -199,8 +201,31 @@ def _plan_for(folder: Path, opts: PackOptions) -> dict[str, Any]:
     return plan_mod.make_plan(src, profile, **{k: v for k, v in choices.items() if v is not None}).to_dict()
 
 
+def needs_remote_code(folder: Path) -> bool:
+    """Whether the model's config.json names its own Python code (``auto_map``, at
+    the top or in a nested text/vision config): transformers must run that code."""
+    try:
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False  # the plan reports an unreadable config
+    if not isinstance(cfg, dict):
+        return False
+    nested = [v for v in cfg.values() if isinstance(v, dict)]
+    return any(isinstance(c.get("auto_map"), dict) and c["auto_map"] for c in [cfg, *nested])
+
+
+def _check_remote_code(opts: PackOptions, source: ModelSource) -> None:
+    if needs_remote_code(source.folder) and not opts.trust_remote_code:
+        raise UsageError(
+            f"{source.model_id} needs its own Python code (config.json has auto_map): a bundle of it starts "
+            "only when the engine may run that code",
+            hint="read the model's .py files, then pack with --trust-remote-code if you trust them",
+        )
+
+
 def _plan(opts: PackOptions, source: ModelSource) -> Generator[ev.Event, None, Decision]:
     yield ev.PhaseStarted("plan", label="planning engine and memory")
+    _check_remote_code(opts, source)
     plan_dict = _plan_for(source.folder, opts)
     if plan_dict.get("fits") is False and not opts.yes:
         reasons = "; ".join(str(r) for r in plan_dict.get("reasons") or [])[:300]
@@ -231,7 +256,7 @@ def bundle_contents(opts: PackOptions, source: ModelSource, decision: Decision, 
         device=spec.device, plan=decision.plan, image_id="", image_tag="", ezrunner_version=__version__,
         created=B.now_iso(),
     )
-    serve_args = spec.serve_argv(ServeRequest(served, decision.plan, opts.max_model_len))
+    serve_args = spec.serve_argv(ServeRequest(served, decision.plan, opts.max_model_len, opts.trust_remote_code))
     return BundleContents(source.folder, manifest, spec, serve_args, export.config, export.layers, mtime=int(time.time()))
 
 

@@ -72,3 +72,35 @@ def read_sidecar(path: Path) -> tuple[str, str]:
 
     sc = parse_sidecar(Path(path).read_text(encoding="utf-8"))
     return sc.sha256, sc.name
+
+
+def golden_contents(root: Path):
+    """Fixed inputs of a small bundle (a model folder, two engine layers): the same bytes every time."""
+    import os
+
+    from ezrunner.core.bundle import format as B
+    from ezrunner.core.bundle.writer import BundleContents
+    from ezrunner.core.engines import ServeRequest, get_spec
+
+    m = root / "org-tiny"
+    (m / "sub").mkdir(parents=True)
+    (m / "config.json").write_text('{"model_type": "llama"}')
+    (m / "model.safetensors").write_bytes(bytes(range(256)) * 6000 + b"tail")
+    (m / "sub" / "tokenizer.json").write_text("{}" * 300)
+    for p in m.rglob("*"):
+        os.utime(p, (1_700_000_000, 1_700_000_000))
+    (root / "engine").mkdir()
+    l1, l2 = root / "engine" / "l1.tar", root / "engine" / "l2.tar"
+    l1.write_bytes(b"a" * 70_000 + b"b" * 123)
+    l2.write_bytes(b"c" * 1_300_000)
+    d1, d2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    config = {"architecture": "amd64", "os": "linux", "config": {"Env": ["A=1"], "Labels": {"x": "y"}},
+              "rootfs": {"type": "layers", "diff_ids": [d1, d2, d1]}, "history": [{"created_by": "x"}], "id": "drop"}
+    layers = [(l1, l1.stat().st_size, d1), (l2, l2.stat().st_size, d2), (l1, l1.stat().st_size, d1)]
+    spec = get_spec("transformers", "cpu")
+    plan = {"engine": "transformers", "device": "cpu", "fits": True}
+    manifest = B.BundleManifest(model="org/tiny", revision="abc", served_model_name="tiny", engine="transformers",
+                                device="cpu", plan=plan, image_id="", image_tag="", ezrunner_version="9.9.9",
+                                created="2024-01-02T03:04:05Z")
+    return BundleContents(m, manifest, spec, spec.serve_argv(ServeRequest("tiny", plan)), config, layers,
+                          mtime=1_700_000_000)

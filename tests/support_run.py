@@ -40,17 +40,38 @@ def write_sidecar_for(bundle: Path, parts: list[Path] | None = None) -> str:
     return digest
 
 
+def model_layer_tar(payload: bytes, name: str = "tiny", extra: list[tarfile.TarInfo] | None = None) -> bytes:
+    """A model layer as pack writes it: /models/NAME/ holding one weights file
+    (plus ``extra`` members, e.g. hostile ones)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for folder in ("models", f"models/{name}"):
+            info = tarfile.TarInfo(folder)
+            info.type, info.mode = tarfile.DIRTYPE, 0o555
+            tf.addfile(info)
+        _add(tf, f"models/{name}/weights.bin", payload)
+        for info in extra or []:
+            tf.addfile(info, io.BytesIO(b"x" * info.size) if info.isreg() else None)
+    return buf.getvalue()
+
+
+def synthetic_labels(name: str = "tiny", model: str = "demo/tiny") -> dict[str, str]:
+    return mini_labels(name=name) | {"ezrunner.model": model}
+
+
 def make_synthetic_bundle(dest: Path, *, layer_bytes: int = 300_000, manifest_overrides: dict | None = None,
                           first_member: str = "ezrunner-bundle.json", seed: int = 1,
-                          labels: dict[str, str] | None = None) -> Path:
+                          labels: dict[str, str] | None = None, layer: bytes | None = None,
+                          docker_manifest: list | None = None, extra_members: list[tuple[tarfile.TarInfo, bytes]] = ()) -> Path:
     """A tar that follows contract C (docker-archive layout, ezrunner-bundle.json
-    first) with one random layer; plus its sidecar. Not loadable by Docker (the
-    layer is not a tar), which the structure checks do not need."""
+    first) with one model layer (/models/tiny/weights.bin of ``layer_bytes``
+    random bytes); plus its sidecar. Its image has no base layers, so Docker
+    could load it but not run it, which the structure checks do not need."""
     rnd = hashlib.sha256(str(seed).encode()).digest()
-    layer = (rnd * (layer_bytes // len(rnd) + 1))[:layer_bytes]
-    layer = bytes(b ^ (i * 7 & 0xFF) for i, b in enumerate(layer[:4096])) + layer[4096:]
-    labels = {"ezrunner.served-model-name": "tiny", "ezrunner.engine": "transformers", "ezrunner.model": "demo/tiny"} \
-        if labels is None else labels
+    payload = (rnd * (layer_bytes // len(rnd) + 1))[:layer_bytes]
+    payload = bytes(b ^ (i * 7 & 0xFF) for i, b in enumerate(payload[:4096])) + payload[4096:]
+    layer = model_layer_tar(payload) if layer is None else layer
+    labels = synthetic_labels() if labels is None else labels
     config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": labels},
                          "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]}}).encode()
     config_hex = hashlib.sha256(config).hexdigest()
@@ -62,14 +83,16 @@ def make_synthetic_bundle(dest: Path, *, layer_bytes: int = 300_000, manifest_ov
     }
     manifest.update(manifest_overrides or {})
     layer_dir = hashlib.sha256(b"layer" + layer[:64]).hexdigest()
-    docker_manifest = [{"Config": f"{config_hex}.json", "RepoTags": [manifest["image_tag"]],
-                        "Layers": [f"{layer_dir}/layer.tar"]}]
+    if docker_manifest is None:
+        docker_manifest = [{"Config": f"{config_hex}.json", "RepoTags": [manifest["image_tag"]],
+                            "Layers": [f"{layer_dir}/layer.tar"]}]
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tf:
         if first_member == "ezrunner-bundle.json":
             _add(tf, "ezrunner-bundle.json", json.dumps(manifest).encode())
-        _add(tf, f"{layer_dir}/VERSION", b"1.0")
         _add(tf, f"{layer_dir}/layer.tar", layer)
+        for info, data in extra_members:
+            tf.addfile(info, io.BytesIO(data) if info.isreg() else None)
         _add(tf, f"{config_hex}.json", config)
         _add(tf, "manifest.json", json.dumps(docker_manifest).encode())
         if first_member != "ezrunner-bundle.json":
@@ -148,10 +171,12 @@ def build_mini_image(client, base_image: str, tag: str, *, mode: str = "ok", nam
 
     with tempfile.TemporaryDirectory() as ctx:
         Path(ctx, "server.py").write_text(MINI_SERVER)
+        Path(ctx, "weights.txt").write_text("not really weights\n")
         lab = labels or mini_labels(mode, name)
         label_lines = " \\\n  ".join(f"{k}={json.dumps(v)}" for k, v in lab.items())
         Path(ctx, "Dockerfile").write_text(
-            f"FROM {base_image}\nCOPY server.py /opt/mini/server.py\nENV MINI_MODE={mode}\n"
+            f"FROM {base_image}\nCOPY server.py /opt/mini/server.py\nCOPY weights.txt /models/{name}/weights.txt\n"
+            f"ENV MINI_MODE={mode}\n"
             f"USER 10001\nEXPOSE 8000\nLABEL {label_lines}\nLABEL ezrunner-test.session={TOKEN}\n"
             f"CMD [\"python3\", \"/opt/mini/server.py\"]\n"
         )
@@ -160,7 +185,10 @@ def build_mini_image(client, base_image: str, tag: str, *, mode: str = "ok", nam
 
 
 def bundle_from_image(client, tag: str, dest: Path, *, served_model_name: str = "mini") -> Path:
-    """docker save TAG, then rewrite it with ezrunner-bundle.json first (contract C) + sidecar."""
+    """docker save TAG, then rewrite it as pack writes bundles (contract C):
+    ezrunner-bundle.json first, then only manifest.json, the config and the layer
+    tars (docker save's VERSION, json and repositories members are dropped; a
+    layer saved as a link becomes a file); plus the sidecar."""
     image = client.images.get(tag)
     raw = dest.with_suffix(".docker.tar")
     with open(raw, "wb") as fh:
@@ -174,8 +202,13 @@ def bundle_from_image(client, tag: str, dest: Path, *, served_model_name: str = 
     }
     with tarfile.open(raw, "r:") as src, tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as out:
         _add(out, "ezrunner-bundle.json", json.dumps(manifest).encode())
+        entry = json.loads(src.extractfile("manifest.json").read())[0]
+        keep = {"manifest.json", entry["Config"], *entry["Layers"]}
         for m in src.getmembers():
-            out.addfile(m, src.extractfile(m) if m.isreg() else None)
+            if m.isdir() and any(k.startswith(m.name + "/") for k in keep):
+                out.addfile(m)
+            elif m.name in keep:
+                _add(out, m.name, src.extractfile(m).read())
     raw.unlink()
     write_sidecar_for(dest)
     return dest
@@ -207,8 +240,9 @@ def remove_image(client, ref: str) -> bool:
     return True
 
 
-MINI_TAG = f"ezrunner-test/run-mini-{TOKEN}:1"
-MINI_CRASH_TAG = f"ezrunner-test/run-mini-crash-{TOKEN}:1"
+# Bundle images are tagged under ezrunner/ (the reader refuses any other tag).
+MINI_TAG = f"ezrunner/test-run-mini-{TOKEN}:1"
+MINI_CRASH_TAG = f"ezrunner/test-run-mini-crash-{TOKEN}:1"
 
 
 @pytest.fixture(scope="session")

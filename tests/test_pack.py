@@ -22,6 +22,7 @@ from ezrunner.core.engines import ENGINE_TABLE, get_spec
 from ezrunner.core.errors import EzError, UsageError
 from ezrunner.core.hubs import validate_repo_id, validate_revision
 from ezrunner.core.pack import served_name_for
+from support_pack import golden_contents
 
 HOSTILE_IDS = [
     "org/model\nRUN rm -rf /",
@@ -132,6 +133,15 @@ def test_templates_render_every_contract_item(spec):
     for key in (B.LABEL_ENGINE, B.LABEL_DEVICE, B.LABEL_PORT, B.LABEL_READY_PATH, B.LABEL_API_KEY_ENV):
         assert f'"{key}"=' in text
     assert f'"{B.LABEL_READY_PATH}"="{spec.ready_path}"' in text
+
+
+@pytest.mark.parametrize("spec", ENGINE_TABLE, ids=lambda s: s.key)
+def test_every_engine_image_drops_setuid_bits_in_its_final_stage(spec):
+    ins = _instructions(render_dockerfile(spec, base_image="example/base:1"))
+    final = ins[max(i for i, line in enumerate(ins) if line.startswith("FROM ")):]
+    drop = next(i for i, line in enumerate(final) if "-perm /6000" in line)
+    assert "chmod ug-s" in final[drop] and final[drop].startswith("RUN find / -xdev")
+    assert drop < next(i for i, line in enumerate(final) if line.startswith("USER 10001"))
 
 
 def test_template_values_stay_data():
@@ -319,35 +329,6 @@ GOLDEN_IMAGE_ID = "sha256:39aa385f0b3795a4bf0e2fe659a8d3e6b1dd8d9c3e17084a31470f
 GOLDEN_TAG = "ezrunner/tiny:transformers-cpu-4aef23780913"
 
 
-def _golden_contents(root: Path):
-    from ezrunner.core.bundle.writer import BundleContents
-
-    m = root / "org-tiny"
-    (m / "sub").mkdir(parents=True)
-    (m / "config.json").write_text('{"model_type": "llama"}')
-    (m / "model.safetensors").write_bytes(bytes(range(256)) * 6000 + b"tail")
-    (m / "sub" / "tokenizer.json").write_text("{}" * 300)
-    for p in m.rglob("*"):
-        os.utime(p, (1_700_000_000, 1_700_000_000))
-    (root / "engine").mkdir()
-    l1, l2 = root / "engine" / "l1.tar", root / "engine" / "l2.tar"
-    l1.write_bytes(b"a" * 70_000 + b"b" * 123)
-    l2.write_bytes(b"c" * 1_300_000)
-    d1, d2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
-    config = {"architecture": "amd64", "os": "linux", "config": {"Env": ["A=1"], "Labels": {"x": "y"}},
-              "rootfs": {"type": "layers", "diff_ids": [d1, d2, d1]}, "history": [{"created_by": "x"}], "id": "drop"}
-    layers = [(l1, l1.stat().st_size, d1), (l2, l2.stat().st_size, d2), (l1, l1.stat().st_size, d1)]
-    spec = get_spec("transformers", "cpu")
-    plan = {"engine": "transformers", "device": "cpu", "fits": True}
-    from ezrunner.core.engines import ServeRequest
-
-    manifest = B.BundleManifest(model="org/tiny", revision="abc", served_model_name="tiny", engine="transformers",
-                                device="cpu", plan=plan, image_id="", image_tag="", ezrunner_version="9.9.9",
-                                created="2024-01-02T03:04:05Z")
-    return BundleContents(m, manifest, spec, spec.serve_argv(ServeRequest("tiny", plan)), config, layers,
-                          mtime=1_700_000_000)
-
-
 @pytest.mark.parametrize("part_size", [None, 1 << 20], ids=["one-file", "parts"])
 def test_bundle_writer_bytes_are_pinned(tmp_path, monkeypatch, part_size):
     from ezrunner.core.bundle.writer import BundleWriter
@@ -356,7 +337,7 @@ def test_bundle_writer_bytes_are_pinned(tmp_path, monkeypatch, part_size):
     out = tmp_path / "out"
     out.mkdir()
     events = []
-    written = BundleWriter(_golden_contents(tmp_path), out / "b.tar", part_size=part_size, check=lambda: None,
+    written = BundleWriter(golden_contents(tmp_path), out / "b.tar", part_size=part_size, check=lambda: None,
                            emit=events.append).write()
     files = sorted(p.name for p in out.iterdir())
     if part_size is None:
@@ -387,5 +368,5 @@ def test_bundle_writer_failure_leaves_nothing(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        BundleWriter(_golden_contents(tmp_path), out / "b.tar", part_size=None, check=check, emit=lambda e: None).write()
+        BundleWriter(golden_contents(tmp_path), out / "b.tar", part_size=None, check=check, emit=lambda e: None).write()
     assert list(out.iterdir()) == []

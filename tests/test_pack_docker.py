@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tarfile
 import time
@@ -53,6 +54,7 @@ def test_bundle_layout_and_sidecar(packed_bundle, tiny_model_dir):
     digest, name = read_sidecar(b.sidecar)
     assert name == b.path.name
     assert digest == _sha256([b.path]) == b.sha256
+    assert stat.S_IMODE(b.sidecar.stat().st_mode) == stat.S_IMODE(b.path.stat().st_mode)  # travels with it
     # first member is the ezrunner manifest (contract C)
     with tarfile.open(b.path, "r|") as tf:
         first = tf.next()

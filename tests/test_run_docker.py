@@ -4,6 +4,7 @@ bundled like `ezrunner pack` does (docker save + ezrunner-bundle.json first)."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -11,10 +12,19 @@ import time
 import pytest
 from conftest import EZRUNNER
 from ezrunner.core import docker_api, run
+from ezrunner.core.bundle.format import BundleError
 from ezrunner.core.errors import EzError
 from ezrunner.core.events import BytesProgress, LogLines, Notice, PhaseFinished, StepProgress
 from ezrunner.core.run import RunLabels, RunOptions, StartOptions
-from support_run import MINI_CRASH_TAG, MINI_TAG, remove_containers, remove_image, uniq
+from support_run import (
+    MINI_CRASH_TAG,
+    MINI_TAG,
+    build_mini_image,
+    make_synthetic_bundle,
+    remove_containers,
+    remove_image,
+    uniq,
+)
 
 
 def _free_port() -> int:
@@ -60,6 +70,7 @@ def test_verify_load_skip_start_ready_ps_logs_stop(docker_engine, mini_bundle, n
     assert "EZRUNNER_API_KEY=s3cret" in attrs["Config"]["Env"]
     assert attrs["Config"]["Cmd"] == ["python3", "/opt/mini/server.py"]  # the image's CMD, nothing passed
     assert not attrs["HostConfig"].get("DeviceRequests")
+    assert attrs["HostConfig"]["CapDrop"] == ["ALL"] and attrs["HostConfig"]["ReadonlyRootfs"] is True
     ready = run.wait_ready(docker_engine, running, timeout=60, on_event=events.append, poll=0.3)
     assert ready.base_url == f"http://127.0.0.1:{port}/v1" and ready.model == "mini"
     running.container.reload()
@@ -125,11 +136,11 @@ def test_cli_run_detach_prints_url_model_and_curl(docker_engine, mini_bundle, na
     assert f"OpenAI base URL: http://127.0.0.1:{port}/v1" in proc.stdout
     assert "model:           mini" in proc.stdout
     assert f"curl -s http://127.0.0.1:{port}/v1/chat/completions" in proc.stdout
-    # A second run of the same bundle name says it already runs, and where.
+    # A second run of the same bundle name says it already runs, and where, before it loads anything.
     proc = _ezrunner("run", str(mini_bundle), "--name", name, "--port", str(_free_port()), "--detach", "--no-verify")
     assert proc.returncode == 1
     assert f"ezrunner: error: {name} is already running (running) at http://127.0.0.1:{port}/v1" in proc.stderr
-    assert "already loaded" in proc.stderr
+    assert "load" not in proc.stderr
 
 
 def test_port_in_use_is_said_before_starting(docker_engine, mini_bundle, names):
@@ -144,6 +155,52 @@ def test_port_in_use_is_said_before_starting(docker_engine, mini_bundle, names):
     assert f"ezrunner: error: port {port} on 127.0.0.1 is already in use" in proc.stderr
     assert "--port" in proc.stderr  # the hint
     assert docker_api.container_or_none(docker_engine, name) is None
+
+
+def test_a_bundle_swapped_after_verify_is_never_loaded(docker_engine, mini_bundle, mini_crash_bundle, tmp_path):
+    """Time of check to time of use: the verified file is replaced before `docker
+    load` reads it; the other bundle's image must not appear in the engine."""
+    bundle = shutil.copy(mini_bundle, tmp_path / "swap.tar")
+    shutil.copy(str(mini_bundle) + ".sha256", tmp_path / "swap.tar.sha256")
+    _, other = run.verify_bundle(mini_crash_bundle, check_hash=False)
+    remove_image(docker_engine, MINI_TAG)
+    remove_image(docker_engine, MINI_CRASH_TAG)
+    source, info = run.verify_bundle(bundle)
+    os.replace(shutil.copy(mini_crash_bundle, tmp_path / "other.tar"), bundle)
+    with pytest.raises(BundleError, match="changed after it was verified"):
+        run.load_bundle(docker_engine, source, info)
+    assert docker_api.image_or_none(docker_engine, other.image_id) is None
+    assert docker_api.image_or_none(docker_engine, info.image_id) is None
+
+
+def test_a_replaced_tag_is_said_and_prune_finds_the_old_image(docker_engine, base_image, mini_bundle):
+    from ezrunner.core.run.prune import prune
+
+    remove_image(docker_engine, MINI_TAG)
+    old_id = build_mini_image(docker_engine, base_image, MINI_TAG, mode="crash")  # another image under the tag
+    try:
+        events = []
+        source, info = run.verify_bundle(mini_bundle, check_hash=False)
+        run.load_bundle(docker_engine, source, info, events.append)
+        assert any(isinstance(e, Notice) and "`ezrunner prune` removes it" in e.message for e in events)
+        listed = prune(docker_engine, dry_run=True)  # a dry run: the engine is shared with other tests
+        assert any(r.image_id == old_id and not r.tags and not r.removed for r in listed)
+        proc = _ezrunner("prune", "--dry-run")
+        assert proc.returncode == 0 and f"would remove {old_id[7:19]} untagged" in proc.stdout
+    finally:
+        remove_image(docker_engine, old_id)
+
+
+def test_cli_checksum_mismatch_is_one_line_with_exit_code_2(docker_engine, tmp_path):
+    bundle = make_synthetic_bundle(tmp_path / "c.tar")
+    data = bytearray(bundle.read_bytes())
+    data[len(data) // 2] ^= 0x80
+    bundle.write_bytes(bytes(data))
+    proc = _ezrunner("run", str(bundle), "--port", str(_free_port()), "--name", uniq("ez-test-sum"))
+    assert proc.returncode == 2
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("ezrunner: error:")]
+    assert errors == [errors[0]] and "checksum mismatch" in errors[0]
+    assert "Traceback" not in proc.stderr
 
 
 def test_crash_at_start_shows_exit_code_last_lines_and_cause(docker_engine, mini_crash_bundle, names):

@@ -27,8 +27,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ez(*args, timeout=600):
-    return subprocess.run([EZRUNNER, *args], capture_output=True, text=True, timeout=timeout)
+def _ez(*args, timeout=600, stdin=None):
+    return subprocess.run([EZRUNNER, *args], capture_output=True, text=True, timeout=timeout, input=stdin)
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +94,10 @@ def test_pack_rmi_run_chat_logs_ps_stop(docker_engine, engine_bundle, bundle_inf
 
     removed = remove_image(docker_engine, bundle_info.image_id)  # as on a fresh target
     port = _free_port()
-    proc = _ez("run", str(engine_bundle), "--name", E2E, "--port", str(port), "--api-key", "k-123", "-d")
+    proc = _ez("run", str(engine_bundle), "--name", E2E, "--port", str(port), "--api-key-file", "-", "-d",
+               stdin="k-123\n")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_hardened(docker_engine.containers.get(E2E), "k-123")
     assert "verify: ok sha256" in proc.stderr
     assert ("load: ok loaded" if removed else "load: ok already loaded") in proc.stderr
     assert f"OpenAI base URL: http://127.0.0.1:{port}/v1" in proc.stdout
@@ -118,15 +120,30 @@ def test_pack_rmi_run_chat_logs_ps_stop(docker_engine, engine_bundle, bundle_inf
     logs = _ez("logs", E2E)
     assert logs.returncode == 0 and "POST /v1/chat/completions" in logs.stdout
 
-    # Running it again: load skipped, and it says where the running one is.
+    # Running it again: refused before the load, and it says where the running one is.
     again = _ez("run", str(engine_bundle), "--name", E2E, "--port", str(_free_port()), "-d", "--no-verify")
-    assert again.returncode == 1 and "already loaded" in again.stderr
+    assert again.returncode == 1 and "load:" not in again.stderr
     assert f"{E2E} is already running" in again.stderr and f"http://127.0.0.1:{port}/v1" in again.stderr
 
     stop = _ez("stop", E2E, "--remove")
     assert stop.returncode == 0 and f"stopped and removed {E2E}" in stop.stdout
     assert docker_api.container_or_none(docker_engine, E2E) is None
     assert E2E + " " not in _ez("ps").stdout
+
+
+def _assert_hardened(container, key: str) -> None:
+    """No capabilities, no privilege gain, a read-only root; the key only in Config.Env."""
+    attrs = container.attrs
+    host = attrs["HostConfig"]
+    assert host["CapDrop"] == ["ALL"] and "no-new-privileges" in host["SecurityOpt"]
+    assert host["ReadonlyRootfs"] is True and set(host["Tmpfs"]) == {"/tmp", "/home/ezrunner"}
+    assert f"EZRUNNER_API_KEY={key}" in attrs["Config"]["Env"]  # what `docker inspect` still shows (docs/security.md)
+    assert key not in " ".join([*attrs.get("Args", []), *(attrs["Config"].get("Cmd") or [])])
+    assert key not in str(attrs["Config"]["Labels"])
+    setuid = container.exec_run(["sh", "-c", "find / -xdev -type f -perm /6000 2>/dev/null | head -5"])
+    assert setuid.output.strip() == b"", setuid.output
+    written = container.exec_run(["sh", "-c", "touch /opt/x 2>&1; touch /tmp/x && echo tmp-ok"])
+    assert b"Read-only file system" in written.output and b"tmp-ok" in written.output
 
 
 def test_chat_on_a_network_with_no_route_out(docker_engine, engine_bundle, bundle_info):

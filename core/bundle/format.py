@@ -38,6 +38,8 @@ PART_DIGITS = 3
 MAX_PARTS = 10**PART_DIGITS - 1
 PART_RE = re.compile(r"^(?P<base>.+)" + re.escape(PART_INFIX) + rf"(?P<num>\d{{{PART_DIGITS}}})$")
 SOURCE_URL = "https://github.com/ezrunner/ezrunner"
+# Every bundle image is tagged under this repository (see :func:`image_tag`).
+IMAGE_REPO_PREFIX = "ezrunner/"
 
 # Image label keys (the run side reads ONLY these; all values are strings).
 LABEL_MODEL = "ezrunner.model"
@@ -73,6 +75,15 @@ class BundleError(EzError):
 def now_iso() -> str:
     """The current time as ISO-8601 UTC with a ``Z`` suffix, seconds precision."""
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """``json.loads`` for bytes from a bundle: any failure (bad UTF-8, bad JSON,
+    nesting deep enough to exhaust the stack) is a ValueError."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError, UnicodeDecodeError) as exc:
+        raise ValueError(str(exc)[:200] or type(exc).__name__) from None
 
 
 # --------------------------------------------------------------------------- manifest
@@ -119,8 +130,8 @@ class BundleManifest:
     @classmethod
     def from_json_bytes(cls, raw: bytes, *, where: str = "the bundle") -> BundleManifest:
         try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+            data = parse_json(raw)
+        except ValueError:
             raise BundleError(f"not a bundle: {where} has a {BUNDLE_MANIFEST_NAME} that is not JSON",
                               hint="give the .tar written by `ezrunner pack` (or its first .part-001)") from None
         return cls.from_dict(data, where=where)
@@ -133,8 +144,21 @@ def _manifest_problem(data: Any) -> str | None:
     for key in _MANIFEST_REQUIRED:
         if not isinstance(data.get(key), str) or not data[key]:
             return f"has no {key!r} in {BUNDLE_MANIFEST_NAME}"
-    if not isinstance(data.get("files", {}), dict) or not isinstance(data.get("plan", {}), dict):
+    files, plan = data.get("files", {}), data.get("plan", {})
+    if not isinstance(files, dict) or not isinstance(plan, dict):
         return f"has a malformed {BUNDLE_MANIFEST_NAME} (files and plan must be objects)"
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        return f"has a malformed {BUNDLE_MANIFEST_NAME} (files must map names to sha256 strings)"
+    return _manifest_field_problem(data)
+
+
+def _manifest_field_problem(data: dict[str, Any]) -> str | None:
+    size = data.get("model_bytes", 0)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        return f"has a malformed {BUNDLE_MANIFEST_NAME} (model_bytes must be a whole number)"
+    for key in ("revision", "created", "ezrunner_version"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            return f"has a malformed {BUNDLE_MANIFEST_NAME} ({key} must be a string)"
     return None
 
 
@@ -200,6 +224,9 @@ class BundleLabels:
     def from_labels(cls, labels: dict[str, str] | None, *, what: str = "the image") -> BundleLabels:
         """Parse and check the labels; a problem is a :class:`BundleError` naming the label."""
         labels = labels or {}
+        if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+            raise BundleError(f"not an ezrunner image: {what} has labels that are not strings",
+                              hint="run bundles written by `ezrunner pack`; nothing about the engine is guessed")
         missing = [k for k in _LABELS_REQUIRED if not labels.get(k)]
         if missing:
             raise BundleError(
@@ -230,7 +257,7 @@ def _label_port(labels: dict[str, str], what: str) -> int:
 
 def _label_serve_args(labels: dict[str, str], what: str) -> tuple[str, ...]:
     try:
-        args = json.loads(labels[LABEL_SERVE_ARGS])
+        args = parse_json(labels[LABEL_SERVE_ARGS])
         if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
             raise ValueError
     except ValueError:
@@ -254,7 +281,7 @@ def _label_int(text: str | None) -> int:
 
 def _label_plan(text: str | None) -> dict[str, Any]:
     try:
-        plan = json.loads(text or "{}")
+        plan = parse_json(text or "{}")
     except ValueError:
         return {}
     return plan if isinstance(plan, dict) else {}
@@ -332,7 +359,7 @@ def config_member(image_id: str) -> str:
 
 def image_tag(served_name: str, spec: EngineSpec, model_diff_id: str) -> str:
     """The bundle image's tag: ``ezrunner/<served>:<engine>-<device>-<12 hex>``."""
-    return f"ezrunner/{served_name}:{spec.key}-{model_diff_id.split(':')[1][:12]}"
+    return f"{IMAGE_REPO_PREFIX}{served_name}:{spec.key}-{model_diff_id.split(':')[1][:12]}"
 
 
 def docker_manifest_bytes(config_name: str, repo_tag: str, layers: list[str]) -> bytes:
@@ -350,13 +377,24 @@ class DockerManifest:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> DockerManifest:
-        """Raises ValueError when it is not a docker-archive manifest."""
-        try:
-            entry = json.loads(raw)[0]
-            return cls(config=str(entry["Config"]), layers=tuple(entry.get("Layers") or ()),
-                       repo_tags=tuple(entry.get("RepoTags") or ()))
-        except (LookupError, TypeError, UnicodeDecodeError) as exc:
-            raise ValueError(str(exc)) from None
+        """Raises ValueError (saying what is wrong) unless it is a docker-archive
+        manifest of exactly ONE image: a config name, layer names, tags, all strings."""
+        entries = parse_json(raw)
+        if not isinstance(entries, list) or len(entries) != 1 or not isinstance(entries[0], dict):
+            raise ValueError("it must list exactly one image")
+        entry = entries[0]
+        config, layers, tags = entry.get("Config"), entry.get("Layers"), entry.get("RepoTags") or []
+        if not isinstance(config, str) or not config:
+            raise ValueError("its Config is not a name")
+        if not _strings(layers) or not layers:
+            raise ValueError("its Layers are not a list of names")
+        if not _strings(tags):
+            raise ValueError("its RepoTags are not a list of names")
+        return cls(config=config, layers=tuple(layers), repo_tags=tuple(tags))
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
 
 
 # --------------------------------------------------------------------------- sidecar

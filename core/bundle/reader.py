@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import tarfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from ezrunner.core.bundle import format as fmt
+from ezrunner.core.bundle import members
 from ezrunner.core.bundle.format import (
     BUNDLE_MANIFEST_NAME,
     DOCKER_MANIFEST_NAME,
@@ -258,9 +259,10 @@ class BundleInfo:
 
     manifest: BundleManifest
     docker_manifest: DockerManifest
-    labels: BundleLabels | None = None  # None when the image config carries none
+    labels: BundleLabels | None = None  # set by inspect_bundle (a bundle without them is refused)
     members: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (data offset, size)
     end_of_archive: int = 0
+    sha256: str | None = None  # the joined bundle's hash as verified (None: not checked, --no-verify)
 
     @property
     def image_id(self) -> str:
@@ -296,23 +298,57 @@ def _truncated(source: BundleSource, why: str) -> BundleError:
 
 
 MAX_JSON_MEMBER = 64 * 1024 * 1024
+# What a hostile header may make tarfile raise besides ReadError.
+_TAR_ERRORS = (tarfile.TarError, ValueError, LookupError, OverflowError, EOFError)
+
+
+class _Window(io.RawIOBase):
+    """``size`` bytes of ``raw`` from ``start`` on, as a file of their own (a layer tar)."""
+
+    def __init__(self, raw: JoinedReader, start: int, size: int) -> None:
+        super().__init__()
+        self._raw, self._start, self._size, self._pos = raw, start, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")[: max(0, self._size - self._pos)]
+        self._raw.seek(self._start + self._pos)
+        n = self._raw.readinto(view)
+        self._pos += n
+        return n
 
 
 class _Archive:
     """The tar structure of a bundle, read by walking the headers (seeking over
-    the data, so it is quick for any size)."""
+    the data, so it is quick for any size). Every member is checked on its own
+    as it is walked (:func:`members.member_problem`)."""
 
     def __init__(self, source: BundleSource, raw: JoinedReader) -> None:
         self.source = source
         self.raw = raw
         self.members: dict[str, tuple[int, int]] = {}
+        self.names: list[tuple[str, bool]] = []  # every member: (name, is a folder)
+        self._seen: set[str] = set()
         self.end = 0
 
     def walk(self) -> None:
         """Every member whole, the first one ``ezrunner-bundle.json``, the end marker present."""
         try:
             tar = tarfile.open(fileobj=self.raw, mode="r:")  # noqa: SIM115
-        except tarfile.ReadError:
+        except _TAR_ERRORS:
             raise _not_a_bundle(self.source, "is not a tar archive") from None
         first = self._walk_members(tar)
         if first is None:
@@ -334,16 +370,26 @@ class _Archive:
                     first = info
                     if info.name != BUNDLE_MANIFEST_NAME:
                         raise _not_a_bundle(self.source, f"starts with {info.name!r}, not {BUNDLE_MANIFEST_NAME!r}")
-                if info.isreg():
-                    self.members[info.name] = (info.offset_data, info.size)
-                    if info.offset_data + info.size > size:
-                        raise _truncated(self.source, f"ends at byte {size:,} inside member {info.name!r} "
-                                                      f"(which needs {info.offset_data + info.size:,})")
-        except tarfile.ReadError as exc:
+                self._add(info)
+                if info.isreg() and info.offset_data + info.size > size:
+                    raise _truncated(self.source, f"ends at byte {size:,} inside member {info.name!r} "
+                                                  f"(which needs {info.offset_data + info.size:,})")
+        except _TAR_ERRORS as exc:
             if first is None:
                 raise _not_a_bundle(self.source, "is not a tar archive") from None
             raise _truncated(self.source, f"ends at byte {size:,} in the middle of the archive ({exc})") from None
         return first
+
+    def _add(self, info: tarfile.TarInfo) -> None:
+        why = members.member_problem(info)
+        if why is None and info.name in self._seen:
+            why = f"member {info.name!r} appears twice"
+        if why:
+            raise _refused(self.source, why)
+        self._seen.add(info.name)
+        self.names.append((info.name, info.isdir()))
+        if info.isreg():
+            self.members[info.name] = (info.offset_data, info.size)
 
     def read(self, name: str) -> bytes:
         offset, length = self.members[name]
@@ -358,38 +404,65 @@ class _Archive:
             data += chunk
         return data
 
+    def check_model_layer(self, name: str) -> None:
+        """The model layer (a tar inside the bundle) holds only folders and
+        regular files under /models."""
+        offset, length = self.members[name]
+        try:
+            with tarfile.open(fileobj=_Window(self.raw, offset, length), mode="r:") as layer:
+                while (info := layer.next()) is not None:
+                    why = members.model_member_problem(info)
+                    if why:
+                        raise _refused(self.source, f"its model layer's {why}")
+        except _TAR_ERRORS:
+            raise _not_a_bundle(self.source, f"has a model layer {name!r} that is not a tar archive") from None
+
+
+def _refused(source: BundleSource, why: str) -> BundleError:
+    return BundleError(f"refused bundle: {source.describe()}: {why}",
+                       hint="only bundles written by `ezrunner pack` are loaded; this one was altered or is foreign")
+
 
 def inspect_bundle(source: BundleSource) -> BundleInfo:
     """Walk the tar headers, read ``ezrunner-bundle.json`` and ``manifest.json``,
-    check that every member is whole and that the archive ends properly, and
-    cross-check the image id and labels against the image config member."""
+    check that every member is whole, in the docker-archive layout and safe to
+    unpack, that the model layer holds only /models, that the archive ends
+    properly, and cross-check the image id and labels against the image config
+    member. Nothing here needs Docker; all of it runs before ``docker load``."""
     if source.size == 0:
         raise _not_a_bundle(source, "is empty")
     with source.open() as raw:
         archive = _Archive(source, raw)
         archive.walk()
         manifest = BundleManifest.from_json_bytes(archive.read(BUNDLE_MANIFEST_NAME), where=source.describe())
-        docker_manifest = _docker_manifest(archive)
+        docker_manifest = _docker_manifest(archive, manifest)
         config_bytes = archive.read(docker_manifest.config)
+        archive.check_model_layer(docker_manifest.layers[-1])
     _check_image_id(source, manifest, config_bytes)
-    labels = _cross_check_labels(source, manifest, config_bytes)
+    labels = _image_labels(source, manifest, docker_manifest, config_bytes)
     return BundleInfo(manifest=manifest, docker_manifest=docker_manifest, labels=labels,
                       members=archive.members, end_of_archive=archive.end)
 
 
-def _docker_manifest(archive: _Archive) -> DockerManifest:
+def _docker_manifest(archive: _Archive, manifest: BundleManifest) -> DockerManifest:
     source = archive.source
     if DOCKER_MANIFEST_NAME not in archive.members:
         raise _not_a_bundle(source, "has no manifest.json (not a docker save archive)")
     try:
         dm = DockerManifest.from_bytes(archive.read(DOCKER_MANIFEST_NAME))
-    except ValueError:
-        raise _not_a_bundle(source, "has an unreadable manifest.json") from None
+    except ValueError as exc:
+        raise _not_a_bundle(source, f"has an unreadable manifest.json ({exc})") from None
     if dm.config not in archive.members:
         raise _not_a_bundle(source, f"lacks its image config {dm.config!r}")
     for layer in dm.layers:
         if layer not in archive.members:
             raise _not_a_bundle(source, f"lacks layer {layer!r} named in manifest.json")
+    why = members.layout_problem(archive.names, dm)
+    if why:
+        raise _refused(source, why)
+    if dm.repo_tags != (manifest.image_tag,) or not manifest.image_tag.startswith(fmt.IMAGE_REPO_PREFIX):
+        raise _refused(source, f"manifest.json tags the image {list(dm.repo_tags)}, "
+                               f"not [{manifest.image_tag!r}] under {fmt.IMAGE_REPO_PREFIX}")
     return dm
 
 
@@ -407,13 +480,29 @@ _CROSS_CHECKED = (("served_model_name", fmt.LABEL_SERVED_MODEL_NAME), ("engine",
                   ("model", fmt.LABEL_MODEL))
 
 
-def _cross_check_labels(source: BundleSource, manifest: BundleManifest, config_bytes: bytes) -> BundleLabels | None:
-    """The image's ezrunner.* labels (what `run` starts from) must agree with
-    ezrunner-bundle.json on the model, the served name and the engine."""
+def _config_labels(source: BundleSource, dm: DockerManifest, config_bytes: bytes) -> dict[str, Any]:
+    """The image config's labels, once the config is an object whose layers match manifest.json."""
     try:
-        labels = (json.loads(config_bytes).get("config") or {}).get("Labels") or {}
-    except (ValueError, AttributeError):
-        raise _not_a_bundle(source, "has an image config that is not JSON") from None
+        config = fmt.parse_json(config_bytes)
+    except ValueError:
+        config = None
+    if not isinstance(config, dict) or not isinstance(config.get("config") or {}, dict):
+        raise _not_a_bundle(source, "has an image config that is not a JSON object")
+    diff_ids = (config.get("rootfs") or {}).get("diff_ids") if isinstance(config.get("rootfs"), dict) else None
+    if not isinstance(diff_ids, list) or len(diff_ids) != len(dm.layers):
+        raise _not_a_bundle(source, "has an image config whose layers do not match manifest.json")
+    labels = (config.get("config") or {}).get("Labels") or {}
+    if not isinstance(labels, dict):
+        raise _not_a_bundle(source, "has an image config whose labels are not an object")
+    return labels
+
+
+def _image_labels(source: BundleSource, manifest: BundleManifest, dm: DockerManifest,
+                  config_bytes: bytes) -> BundleLabels:
+    """The image's ezrunner.* labels (what `run` starts from): present, well
+    formed, and agreeing with ezrunner-bundle.json on the model, the served name
+    and the engine. A foreign image is refused here, before it is loaded."""
+    labels = _config_labels(source, dm, config_bytes)
     for key, label in _CROSS_CHECKED:
         value = getattr(manifest, key)
         if label in labels and str(labels[label]) != str(value):
@@ -422,10 +511,7 @@ def _cross_check_labels(source: BundleSource, manifest: BundleManifest, config_b
                 f"the image label {label} says {labels[label]!r}",
                 hint="the bundle was assembled from mismatched pieces; pack it again",
             )
-    try:
-        return BundleLabels.from_labels(labels, what=f"the image in {source.describe()}")
-    except BundleError:
-        return None  # `run` reports the missing labels when it starts the image
+    return BundleLabels.from_labels(labels, what=f"the image in {source.describe()}")
 
 
 # --------------------------------------------------------------------------- hashing
@@ -483,9 +569,12 @@ def verify_bundle(
     *,
     check_hash: bool = True,
     cancelled: Callable[[], bool] | None = None,
+    before_hash: Callable[[BundleInfo], None] | None = None,
 ) -> tuple[BundleSource, BundleInfo]:
-    """Find the parts, check the structure (quick), then (unless ``check_hash`` is
-    False) hash the whole joined bundle and compare it with the sidecar.
+    """Find the parts, check the structure (quick), call ``before_hash`` (the
+    caller's other cheap checks: Docker, the port, the name), then (unless
+    ``check_hash`` is False) hash the whole joined bundle and compare it with the
+    sidecar. The returned info carries the verified ``sha256``.
 
     Emits PhaseStarted/BytesProgress/Notice/PhaseFinished with phase "verify".
     Raises :class:`BundleError` (exit 2) naming the problem."""
@@ -497,12 +586,21 @@ def verify_bundle(
         emit(Notice("verify", message=f"reading {len(source.parts)} parts in order: "
                     f"{source.parts[0].name} … {source.parts[-1].name} ({source.size:,} bytes)"))
     info = inspect_bundle(source)
-    if not check_hash:
+    if before_hash is not None:
+        before_hash(info)
+    if sidecar is None:
         emit(Notice("verify", level="warning", message="--no-verify: the sha256 checksum was NOT checked"))
         emit(PhaseFinished("verify", ok=True, detail="checksum skipped (--no-verify)",
                            data={"verified": False, "image_id": info.image_id}))
         return source, info
-    assert sidecar is not None
+    digest = _check_sha256(source, sidecar, emit, cancelled)
+    emit(PhaseFinished("verify", ok=True, detail=f"sha256 {digest[:16]}… matches",
+                       data={"verified": True, "sha256": digest, "image_id": info.image_id}))
+    return source, replace(info, sha256=digest)
+
+
+def _check_sha256(source: BundleSource, sidecar: Sidecar, emit: Callable[[Event], None],
+                  cancelled: Callable[[], bool] | None) -> str:
     if sidecar.name.lstrip("./") != source.path.name:
         emit(Notice("verify", level="warning",
                     message=f"{source.sidecar.name} names {sidecar.name!r}, not {source.path.name!r}; checking anyway"))
@@ -512,6 +610,4 @@ def verify_bundle(
             f"checksum mismatch: {source.describe()} has sha256 {digest[:16]}…, {source.sidecar.name} says {sidecar.sha256[:16]}…",
             hint="the bundle was damaged in transit; copy it again (compare with `sha256sum` on the source)",
         )
-    emit(PhaseFinished("verify", ok=True, detail=f"sha256 {digest[:16]}… matches",
-                       data={"verified": True, "sha256": digest, "image_id": info.image_id}))
-    return source, info
+    return digest

@@ -16,7 +16,9 @@ pass 1 only at the model layer) and, once pass 1 is done, a hasher thread
 replaying the stream with the real first member for the sidecar sha256. The
 placeholder is patched in place at the end (:meth:`SplitWriter.patch`). Pieces
 are 1 MiB: read, hashed and written while still in the CPU cache. Temporaries
-are renamed when complete, the sidecar last; a failure removes them.
+are renamed when complete, the sidecar (itself written to a temporary first) last;
+an older bundle at the same path is replaced only then. A failure removes the
+temporaries; a model file changed while packing is a failure too.
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ from ezrunner.core import events as ev
 from ezrunner.core.bundle import format as B
 from ezrunner.core.engines import EngineSpec, model_dir_in_image
 from ezrunner.core.errors import EzError
-from ezrunner.core.fsutil import atomic_write_text
 from ezrunner.core.units import human_bytes
 
 BLOCK = 512
@@ -448,6 +449,7 @@ class BundleWriter:
         self._emit = emit
         self._abort = threading.Event()
         self._model_files = iter_model_files(contents.model_folder)
+        self._model_stats = {rel: _fingerprint(p) for rel, p in self._model_files}
         self._model_bytes = sum(p.stat().st_size for _r, p in self._model_files)
         self._engine_names, self._engine_items = engine_members(contents.engine_layers)
         zero = "sha256:" + "0" * 64
@@ -549,19 +551,35 @@ class BundleWriter:
             raise AssertionError("unsplit bundle opened a second part")
         return temporary_path(self.target)
 
+    def _finals(self, count: int) -> list[Path]:
+        if self.part_size is None:
+            return [self.target]
+        return [B.part_path(self.target, i) for i in range(1, count + 1)]
+
     def _publish(self, out: SplitWriter, digest: str) -> WrittenBundle:
-        """Replace older outputs, rename the temporaries, write the sidecar last."""
+        """Write the sidecar to its temporary, then (everything new complete) put the
+        new files in place of the old ones: the bundle first, the sidecar last."""
         target = self.target
-        remove_outputs(target)
-        finals = [B.part_path(target, i) for i in range(1, len(out.paths) + 1)] if self.part_size is not None else [target]
-        for tmp, final in zip(out.paths, finals, strict=True):
-            os.replace(tmp, final)
         sidecar = B.sidecar_path(target)
-        atomic_write_text(sidecar, B.format_sidecar(digest, target.name))
-        fsync_dir(target.parent)
+        sidecar_tmp = temporary_path(sidecar)
+        try:
+            write_sidecar(sidecar_tmp, B.format_sidecar(digest, target.name))
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(sidecar_tmp)
+            raise
+        finals = self._finals(len(out.paths))
+        replace_outputs(target, list(zip(out.paths, finals, strict=True)), (sidecar_tmp, sidecar))
         assert self._sealed is not None
         return WrittenBundle(target, finals if self.part_size is not None else [], sidecar, digest, out.written,
                              self._sealed[0])
+
+    def _check_model_unchanged(self) -> None:
+        """Every model file as it was when the pack began (size, times, inode)."""
+        for rel, path in self._model_files:
+            if _fingerprint(path) != self._model_stats.get(rel):
+                raise EzError(f"the model file {rel} changed while it was being packed; no bundle was written",
+                              hint="let whatever writes into the model folder finish, then pack again")
 
     def _stop_helpers(self, out: SplitWriter, hasher: threading.Thread) -> None:
         self._abort.set()
@@ -586,7 +604,9 @@ class BundleWriter:
             with _disk_errors(self.target):
                 hasher.start()
                 self._write_stream(out, total)
-                written = self._publish(out, self._patch_and_hash(out, hasher))
+                digest = self._patch_and_hash(out, hasher)
+                self._check_model_unchanged()
+                written = self._publish(out, digest)
             ok = True
         finally:
             if not ok:
@@ -622,7 +642,7 @@ def temporary_path(final: Path, pid: int | None = None) -> Path:
 
 def clean_stale_temporaries(target: Path) -> None:
     """Remove temporaries of earlier packs of the same bundle whose process is gone."""
-    pat = re.compile(r"^\." + re.escape(target.name) + r"(?:\.part-\d{3})?\.ezpack-(\d+)\.tmp$")
+    pat = re.compile(r"^\." + re.escape(target.name) + r"(?:\.part-\d{3}|\.sha256)?\.ezpack-(\d+)\.tmp$")
     if not target.parent.is_dir():
         return
     for child in target.parent.iterdir():
@@ -646,18 +666,45 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_outputs(target: Path) -> None:
-    """Remove a finished bundle's files: BUNDLE.tar, its sidecar and its parts."""
-    for p in [target, B.sidecar_path(target), *_existing_parts(target)]:
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-
-
 def _existing_parts(target: Path) -> list[Path]:
     pat = re.compile(re.escape(target.name + B.PART_INFIX) + r"\d{3}$")
     if not target.parent.is_dir():
         return []
     return sorted(c for c in target.parent.iterdir() if pat.match(c.name))
+
+
+def _fingerprint(path: Path) -> tuple[int, ...] | None:
+    """What changes when a file is written or replaced: size, mtime, ctime, inode."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def write_sidecar(path: Path, text: str) -> None:
+    """Write and fsync the sidecar with the bundle's own mode (0666 less the umask)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def replace_outputs(target: Path, renames: list[tuple[Path, Path]], sidecar: tuple[Path, Path]) -> None:
+    """Put a complete new bundle (its temporaries, renamed to their final names)
+    and its sidecar in place of an older one: the old sidecar goes first, then old
+    files the new ones do not overwrite, then the bundle, the sidecar last."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(sidecar[1])
+    keep = {final for _tmp, final in renames}
+    for old in [target, *_existing_parts(target)]:
+        if old not in keep:
+            with contextlib.suppress(FileNotFoundError):
+                old.unlink()
+    for tmp, final in renames:
+        os.replace(tmp, final)
+    os.replace(*sidecar)
+    fsync_dir(target.parent)
 
 
 def fsync_dir(folder: Path) -> None:

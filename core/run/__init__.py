@@ -8,11 +8,12 @@ the TUI renders the same objects. docker is imported inside functions.
 
 Modules: ``container`` (StartOptions, start, Running, the checks), ``load``
 (docker load), ``ready`` (wait_ready, ReadyError), ``logs`` (follow_logs),
-``ps`` (ps, stop), ``pipeline`` (run_bundle). Public API (docs/commands/run.md)::
+``ps`` (ps, stop), ``prune`` (prune), ``pipeline`` (run_bundle). Public API (docs/commands/run.md)::
 
-    verify_bundle(path, on_event=None, *, check_hash=True) -> (BundleSource, BundleInfo)
+    verify_bundle(path, on_event=None, *, check_hash=True, before_hash=None) -> (BundleSource, BundleInfo)
     connect(timeout=3600) -> docker.DockerClient
     load_bundle(client, source, info, on_event=None) -> docker Image
+    check_start(client, labels, StartOptions(...)) -> StartCheck   (changes nothing)
     start(client, image, StartOptions(name=..., port=...), on_event=None) -> Running
     wait_ready(client, running, *, timeout=None, on_event=None, poll=1.0) -> Ready
     run_bundle(path, StartOptions(...), RunOptions(verify=True), on_event=None) -> Ready
@@ -36,7 +37,10 @@ from ezrunner.core.docker_api import connect
 from ezrunner.core.run.container import (
     RunLabels,
     Running,
+    StartCheck,
     StartOptions,
+    check_api_key,
+    check_start,
     default_name,
     device_requests_for,
     explain_start_error,
@@ -64,7 +68,10 @@ __all__ = [
     "RunLabels",
     "RunOptions",
     "Running",
+    "StartCheck",
     "StartOptions",
+    "check_api_key",
+    "check_start",
     "connect",
     "default_name",
     "device_requests_for",

@@ -18,7 +18,7 @@ from typing import Any
 
 from ezrunner.core import docker_api
 from ezrunner.core.bundle.format import BundleError, BundleLabels
-from ezrunner.core.engines import CONTAINER_PORT
+from ezrunner.core.engines import CONTAINER_PORT, CONTAINER_UID, find_spec
 from ezrunner.core.errors import EzError, UsageError
 from ezrunner.core.events import Event, Notice, PhaseFinished, PhaseStarted
 
@@ -32,6 +32,9 @@ RUN_LABEL_BUNDLE = "ezrunner.run.bundle"
 RUN_LABEL_API_KEY = "ezrunner.run.api-key"
 
 RUNNING_STATES = ("running", "restarting", "paused")
+# The tmpfs mounts of a read-only container: private to it, owned by the server's
+# user, no setuid or device files; gone when the container is removed.
+TMPFS_OPTIONS = f"rw,nosuid,nodev,uid={CONTAINER_UID},gid={CONTAINER_UID},mode=0700"
 LOCAL_HOSTS = ("127.0.0.1", "::1", "localhost")
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
@@ -257,6 +260,14 @@ def _check_port_free(client: Any, host: str, port: int) -> None:
                       hint="pick another port with --port, or stop it first")
 
 
+def check_api_key(key: str | None) -> None:
+    """An API key is printable ASCII without spaces (what an HTTP header carries
+    byte for byte), so that a client can always send it."""
+    if key is not None and (not key or not all(33 <= ord(c) <= 126 for c in key)):
+        raise UsageError("the API key must be printable ASCII without spaces or control characters",
+                         hint="e.g. generate one with: openssl rand -hex 32 > key.txt")
+
+
 def _checked_name(name: str | None, labels: BundleLabels) -> str:
     name = name or default_name(labels.served_model_name)
     if not _NAME_RE.match(name):
@@ -297,35 +308,62 @@ def explain_start_error(exc: Exception, *, host: str, port: int | None) -> EzErr
 # --------------------------------------------------------------------------- start
 
 
+@dataclass(frozen=True)
+class StartCheck:
+    """What :func:`check_start` settled: the container name, the host port and the GPUs."""
+
+    name: str
+    host_port: int
+    device_requests: list
+    gpus: str | Sequence[str] | None
+
+
+def check_start(client: Any, labels: BundleLabels, options: StartOptions | None = None) -> StartCheck:
+    """Every cheap check of a start, without changing anything: the name (free, or
+    a stopped ezrunner container), the port (free), the GPUs (the bundle allows
+    them). ``run`` calls it before the long checksum pass and the load; :func:`start`
+    again just before it creates the container."""
+    opts = options or StartOptions()
+    gpus = parse_gpus(opts.gpus) if isinstance(opts.gpus, str) else opts.gpus
+    name, host_port = _checked_name(opts.name, labels), _checked_port(opts.port, labels)
+    check_api_key(opts.api_key)
+    _stopped_container(client, name)
+    if opts.publish:
+        _check_port_free(client, opts.host, host_port)
+    return StartCheck(name, host_port, device_requests_for(gpus, labels), gpus)
+
+
 def start(client: Any, image: Any, options: StartOptions | None = None, *, on_event: Emit | None = None) -> Running:
     """Start the image (an image object, or its id or tag) as a container from its
     labels only: bind ``host:port`` (127.0.0.1 by default; the label's port when
     ``port`` is None) to the label's container port, GPUs through device requests,
-    the API key in the env variable the label names. The restart policy stays "no"
-    until :func:`~ezrunner.core.run.ready.wait_ready` arms it. The image's CMD
-    runs; no command is passed. Never pulls."""
+    the API key in the env variable the label names, hardened (:func:`hardening`).
+    The restart policy stays "no" until :func:`~ezrunner.core.run.ready.wait_ready`
+    arms it. The image's CMD runs; no command is passed. Never pulls."""
     opts = options or StartOptions()
-    gpus = parse_gpus(opts.gpus) if isinstance(opts.gpus, str) else opts.gpus
     emit = on_event or _noop
     image = _loaded_image(client, image)
     labels = BundleLabels.from_labels(image.labels, what=f"image {(image.tags or [image.id])[0]}")
-    name, host_port = _checked_name(opts.name, labels), _checked_port(opts.port, labels)
-    emit(PhaseStarted("start", label=f"start {name}"))
-    _clear_name(client, name, emit)
-    if opts.publish:
-        _check_port_free(client, opts.host, host_port)
-    device_requests = device_requests_for(gpus, labels)
+    checked = check_start(client, labels, opts)
+    emit(PhaseStarted("start", label=f"start {checked.name}"))
+    _remove_stopped(client, checked.name, emit)
     if opts.publish and opts.host not in LOCAL_HOSTS and not opts.api_key:
         emit(Notice("start", level="warning",
-                    message=f"listening on {opts.host}:{host_port} without an API key: anyone who reaches this "
-                    "address can use the model (add --api-key KEY)"))
-    create = _create_args(image, name, labels, opts, host_port, device_requests)
-    container = _create_and_start(client, create, host=opts.host, port=host_port)
-    running = Running.at(container, name, labels, opts.host, host_port if opts.publish else None)
-    gpu_note = "no GPU" if not device_requests else ("all GPUs" if gpus in (None, "all") else f"GPUs {','.join(gpus)}")
-    emit(Notice("start", message=f"started {name} ({labels.engine}, {gpu_note}) from {(image.tags or [image.id[:19]])[0]}"))
-    emit(PhaseFinished("start", ok=True, detail=name, data={"container": container.id, "name": name}))
+                    message=f"listening on {opts.host}:{checked.host_port} without an API key: anyone who reaches "
+                    "this address can use the model (add --api-key-file FILE)"))
+    container = _create_and_start(client, _create_args(image, labels, opts, checked), host=opts.host,
+                                  port=checked.host_port)
+    running = Running.at(container, checked.name, labels, opts.host, checked.host_port if opts.publish else None)
+    emit(Notice("start", message=f"started {checked.name} ({labels.engine}, {_gpu_note(checked)}) "
+                f"from {(image.tags or [image.id[:19]])[0]}"))
+    emit(PhaseFinished("start", ok=True, detail=checked.name, data={"container": container.id, "name": checked.name}))
     return running
+
+
+def _gpu_note(checked: StartCheck) -> str:
+    if not checked.device_requests:
+        return "no GPU"
+    return "all GPUs" if checked.gpus in (None, "all") else f"GPUs {','.join(checked.gpus or ())}"
 
 
 def _loaded_image(client: Any, image: Any) -> Any:
@@ -337,44 +375,64 @@ def _loaded_image(client: Any, image: Any) -> Any:
     return found
 
 
-def _clear_name(client: Any, name: str, emit: Emit) -> None:
-    """Remove a stopped ezrunner container of that name; refuse anything else."""
-    from docker.errors import DockerException
-
+def _stopped_container(client: Any, name: str) -> Any:
+    """The stopped ezrunner container called ``name`` (None when there is none);
+    a container of another owner, or a running one, is refused."""
     existing = docker_api.container_or_none(client, name)
     if existing is None:
-        return
+        return None
     if not RunLabels.of(existing).managed:
         raise EzError(f"a container named {name!r} exists and was not started by ezrunner",
                       hint="choose another name with --name")
-    status = existing.status
-    if status in RUNNING_STATES:
-        raise EzError(f"{name} is already running ({status}) at {where(existing)}",
+    if existing.status in RUNNING_STATES:
+        raise EzError(f"{name} is already running ({existing.status}) at {where(existing)}",
                       hint=f"`ezrunner stop {name}` first, or start a second copy with --name and --port")
-    emit(Notice("start", message=f"replacing the stopped container {name} ({status})"))
+    return existing
+
+
+def _remove_stopped(client: Any, name: str, emit: Emit) -> None:
+    """Remove a stopped ezrunner container of that name; refuse anything else."""
+    from docker.errors import DockerException
+
+    existing = _stopped_container(client, name)
+    if existing is None:
+        return
+    emit(Notice("start", message=f"replacing the stopped container {name} ({existing.status})"))
     try:
         existing.remove(force=True)
     except DockerException as exc:
         raise EzError(f"cannot remove the old container {name}: {docker_api.api_message(exc)}") from None
 
 
-def _create_args(image: Any, name: str, labels: BundleLabels, opts: StartOptions, host_port: int,
-                 device_requests: list) -> dict[str, Any]:
+def hardening(labels: BundleLabels) -> dict[str, Any]:
+    """The container's defaults beyond Docker's: no capabilities, no privilege
+    gain through setuid files, and (for engines known to allow it) a read-only
+    root filesystem with a private tmpfs for what the engine writes."""
+    out: dict[str, Any] = {"cap_drop": ["ALL"], "security_opt": ["no-new-privileges"]}
+    spec = find_spec(labels.engine, labels.device)
+    if spec is not None and spec.writable_paths:
+        out["read_only"] = True
+        out["tmpfs"] = {path: TMPFS_OPTIONS for path in spec.writable_paths}
+    return out
+
+
+def _create_args(image: Any, labels: BundleLabels, opts: StartOptions, checked: StartCheck) -> dict[str, Any]:
     env = {"HF_HUB_OFFLINE": "1"}
     if opts.api_key:
         env[labels.api_key_env] = opts.api_key
-    run_labels = RunLabels(host=opts.host, port=str(host_port) if opts.publish else "", bundle=opts.bundle_name,
-                           api_key_set=bool(opts.api_key))
+    run_labels = RunLabels(host=opts.host, port=str(checked.host_port) if opts.publish else "",
+                           bundle=opts.bundle_name, api_key_set=bool(opts.api_key))
     kwargs: dict[str, Any] = dict(
-        image=image.id, name=name, detach=True, labels=run_labels.to_labels(), environment=env,
+        image=image.id, name=checked.name, detach=True, labels=run_labels.to_labels(), environment=env,
         # No restart until the server has come up once: a model that crashes at
         # start must stay exited with its exit code, not loop. wait_ready() arms
         # unless-stopped when the server is ready (or keeps starting in the background).
         restart_policy={"Name": "no"},
-        device_requests=device_requests or None,
+        device_requests=checked.device_requests or None,
+        **hardening(labels),
     )
     if opts.publish:
-        kwargs["ports"] = {f"{labels.port}/tcp": (opts.host, host_port)}
+        kwargs["ports"] = {f"{labels.port}/tcp": (opts.host, checked.host_port)}
     if opts.network:
         kwargs["network"] = opts.network
     return kwargs

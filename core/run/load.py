@@ -4,6 +4,7 @@ stream), with byte progress; skipped when the image is there already."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -33,7 +34,12 @@ def load_bundle(client: Any, source: BundleSource, info: BundleInfo, on_event: E
                 *, cancelled: Callable[[], bool] | None = None) -> Any:
     """``docker load`` the bundle with progress (bytes fed to the engine, then the
     engine's own per-layer "Loading layer" progress), unless an image with the same
-    id is present already: then the load is skipped and said so."""
+    id is present already: then the load is skipped and said so.
+
+    When the bundle was verified (``info.sha256``), the bytes fed to Docker are
+    hashed again as they go and the last piece is held back until the hash
+    matches: a bundle swapped or changed after the check never finishes loading
+    (Docker unpacks the whole upload before it loads anything)."""
     emit = on_event or _noop
     existing = docker_api.image_or_none(client, info.image_id)
     if existing is not None:
@@ -42,7 +48,8 @@ def load_bundle(client: Any, source: BundleSource, info: BundleInfo, on_event: E
         emit(PhaseFinished("load", ok=True, detail="already loaded", data={"image_id": existing.id, "skipped": True}))
         return existing
     emit(PhaseStarted("load", label=f"docker load {source.describe()}", total=source.size))
-    loaded = _docker_load(client, _body(source, emit, cancelled), emit)
+    replaced = docker_api.image_or_none(client, info.image_tag)
+    loaded = _docker_load(client, _body(source, emit, cancelled, info.sha256), emit)
     image = docker_api.image_or_none(client, info.image_id)
     if image is None:
         raise EzError(
@@ -50,24 +57,41 @@ def load_bundle(client: Any, source: BundleSource, info: BundleInfo, on_event: E
             hint="the bundle's image config does not match its manifest; pack it again",
         )
     _ensure_tag(image, info.image_tag)
+    if replaced is not None and replaced.id != image.id:
+        emit(Notice("load", message=f"{info.image_tag} now names this image; the one it named before "
+                    f"({replaced.id[:19]}…) is untagged: `ezrunner prune` removes it"))
     emit(PhaseFinished("load", ok=True, detail=f"loaded {info.image_tag}", data={"image_id": image.id, "skipped": False}))
     return image
 
 
-def _body(source: BundleSource, emit: Emit, cancelled: Callable[[], bool] | None) -> Iterator[bytes]:
+def _body(source: BundleSource, emit: Emit, cancelled: Callable[[], bool] | None,
+          expected_sha256: str | None) -> Iterator[bytes]:
     """The bundle's bytes for the engine; reports them and checks ``cancelled``
-    every :data:`PROGRESS_INTERVAL` seconds."""
-    sent, last = 0, 0.0
+    every :data:`PROGRESS_INTERVAL` seconds. With ``expected_sha256`` the bytes
+    are hashed as they go and the last piece is sent only when they match."""
+    digest = hashlib.sha256() if expected_sha256 else None
+    sent, last, held = 0, 0.0, None
     for chunk in iter_chunks(source, LOAD_CHUNK):
-        sent += len(chunk)
+        data = bytes(chunk)
+        if digest is not None:
+            digest.update(data)
+        sent += len(data)
         now = time.monotonic()
         if now - last >= PROGRESS_INTERVAL:
             last = now
             if cancelled is not None and cancelled():
                 raise RunCancelled("cancelled while loading; Docker discards the partial upload")
             emit(BytesProgress("load", item=source.path.name, done=sent, total=source.size))
-        yield bytes(chunk)
+        if held is not None:
+            yield held
+        held = data
+    if digest is not None and digest.hexdigest() != expected_sha256:
+        raise BundleError(f"{source.describe()} changed after it was verified (sha256 {digest.hexdigest()[:16]}… "
+                          f"while loading, {expected_sha256[:16]}… when checked); the load was stopped",
+                          hint="something replaced or wrote the file during `run`; copy it again and rerun")
     emit(BytesProgress("load", item=source.path.name, done=sent, total=source.size))
+    if held is not None:
+        yield held
 
 
 def _docker_load(client: Any, body: Iterator[bytes], emit: Emit) -> list[str]:

@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write BUNDLE.tar.part-001, -002, ... of at most SIZE (e.g. 3.9G for FAT32)")
     p.add_argument("--max-model-len", type=int, metavar="N", help="context length to serve")
     p.add_argument("--yes", "-y", action="store_true", help="pack even when the plan says it does not fit")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="pack a model that ships its own Python code (config.json auto_map); the engine runs it")
     p.set_defaults(func=_run)
 
 
@@ -53,6 +55,7 @@ def _run(args: argparse.Namespace) -> int:
     options = PackOptions(
         args.model, args.output, engine=args.engine, base_image=args.base_image, revision=args.revision,
         split_size=args.split_size or None, max_model_len=args.max_model_len, yes=args.yes, token=os.environ.get("HF_TOKEN"),
+        trust_remote_code=args.trust_remote_code,
     ).validated()
     options.profile = profile_from_args(args)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from ezrunner.cli import _render
@@ -25,7 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default=None, help="container name (default: the served model name)")
     p.add_argument("--gpus", default=None, metavar="all|0,1|none",
                    help="GPUs to give the container (default: all when the bundle needs a GPU, else none)")
-    p.add_argument("--api-key", default=None, help="require this API key from clients")
+    key = p.add_mutually_exclusive_group()
+    key.add_argument("--api-key-file", default=None, metavar="FILE",
+                     help="require the API key in FILE ('-': read it from stdin) from clients")
+    key.add_argument("--api-key", default=None,
+                     help="require this API key from clients (visible in the process list: prefer --api-key-file)")
     p.add_argument("--no-verify", action="store_true", help="skip the sha256 check (the structure is still checked)")
     p.add_argument("--detach", "-d", action="store_true",
                    help="return once it is ready (default: then follow its logs until Ctrl-C, which leaves it running)")
@@ -47,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
     from ezrunner.core.run import RunOptions, StartOptions, parse_gpus, run_bundle
 
     options = StartOptions(name=args.name, host=args.host, port=args.port, gpus=parse_gpus(args.gpus),
-                           api_key=args.api_key, network=args.network)
+                           api_key=_api_key(args), network=args.network)
     render = EventRenderer()
     try:
         ready = run_bundle(args.bundle, options, RunOptions(verify=not args.no_verify, ready_timeout_s=args.ready_timeout),
@@ -67,13 +72,35 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api_key(args: argparse.Namespace) -> str | None:
+    """The key from --api-key-file (a file, or '-' for stdin; surrounding
+    whitespace dropped) or --api-key (with a warning: other users see argv)."""
+    from ezrunner.core.errors import UsageError
+    from ezrunner.core.run import check_api_key
+
+    if args.api_key is not None:
+        print("ezrunner: warning: --api-key shows the key to every user of this machine (ps); "
+              "use --api-key-file FILE or --api-key-file - (stdin)", file=sys.stderr)
+        key = args.api_key
+    elif args.api_key_file is None:
+        return None
+    else:
+        try:
+            raw = sys.stdin.read() if args.api_key_file == "-" else Path(args.api_key_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--api-key-file: cannot read {args.api_key_file}: {getattr(exc, 'strerror', None) or exc}") from None
+        key = raw.strip()
+    check_api_key(key)
+    return key
+
+
 def _print_ready(ready: Any) -> None:
     out = sys.stdout
     print(f"{ready.running.name} is ready ({ready.elapsed:.0f}s)", file=out)
     print(f"  OpenAI base URL: {ready.base_url}", file=out)
     print(f"  model:           {ready.model}", file=out)
     if ready.needs_key:
-        print("  API key:         the one given with --api-key (export API_KEY=... for the command below)", file=out)
+        print("  API key:         the one given with --api-key-file (export API_KEY=... for the command below)", file=out)
     print("  try it:", file=out)
     print(f"    {ready.curl()}", file=out)
     if ready.running.host not in ("127.0.0.1", "::1", "localhost"):
