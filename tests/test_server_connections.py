@@ -71,7 +71,9 @@ def test_an_idle_flood_past_the_limit_never_locks_out_health(guarded):
         for _ in range(3):
             r = httpx.get(f"{guarded.base_url}/health", timeout=30)
             assert r.status_code == 200
-        assert _closed(guarded, "evicted") >= LIMIT * 3 - 1
+        # each connection past the limit closed one: by eviction, or (on a loaded machine,
+        # when the 1 s header timeout comes first) as idle
+        assert _closed(guarded, "evicted") + _closed(guarded, "idle_timeout") >= LIMIT * 3 - 1
         assert guarded.metrics()["ezrunner_connections_open"] <= LIMIT
     finally:
         for s in idle:
