@@ -24,6 +24,9 @@ CONTAINER_UID = 10001
 VENV_PYTHON = "/opt/ezrunner/venv/bin/python"
 # The CUDA Transformers template takes CPython 3.11 from this image.
 CUDA_PYTHON_IMAGE = "python:3.11-slim-bookworm"
+# The embedded server's waiting gauge (images/server/metrics.py) and its drain variable (images/server/drain.py).
+EZRUNNER_WAITING_METRIC = "ezrunner_requests_waiting"
+EZRUNNER_DRAIN_ENV = "EZRUNNER_DRAIN_TIMEOUT"
 
 
 def model_dir_in_image(served_model_name: str) -> str:
@@ -92,6 +95,9 @@ class EngineSpec:
     uses_wheelhouse: bool = False  # the embedded server's Python wheels go in
     extra_images: tuple[str, ...] = ()  # other local images the template copies from
     clear_entrypoint: bool = False  # the base image's ENTRYPOINT would wrap our Cmd
+    health_path: str = "/health"  # 200 while the process lives (a liveness probe)
+    waiting_metric: str = ""  # the Prometheus gauge of requests waiting for the engine
+    drain_env: str = ""  # the variable that sets the server's own drain on SIGTERM (seconds); "" if none
 
     @property
     def key(self) -> str:
@@ -117,18 +123,20 @@ ENGINE_TABLE: tuple[EngineSpec, ...] = (
         default_base_image="python:3.11-slim-bookworm", ready_path="/ready", api_key_env="EZRUNNER_API_KEY",
         start_period_s=600, ready_base_s=120.0, healthcheck_python=VENV_PYTHON,
         serve_argv=transformers_argv("cpu"), uses_wheelhouse=True,
+        waiting_metric=EZRUNNER_WAITING_METRIC, drain_env=EZRUNNER_DRAIN_ENV,
     ),
     EngineSpec(
         engine="transformers", device="cuda", template="transformers-cuda.Dockerfile.j2",
         default_base_image="nvidia/cuda:12.8.1-runtime-ubuntu24.04", ready_path="/ready",
         api_key_env="EZRUNNER_API_KEY", start_period_s=600, ready_base_s=120.0, healthcheck_python=VENV_PYTHON,
         serve_argv=transformers_argv("cuda"), uses_wheelhouse=True, extra_images=(CUDA_PYTHON_IMAGE,),
+        waiting_metric=EZRUNNER_WAITING_METRIC, drain_env=EZRUNNER_DRAIN_ENV,
     ),
     EngineSpec(
         engine="vllm", device="cuda", template="vllm.Dockerfile.j2",
         default_base_image="vllm/vllm-openai:v0.11.0", ready_path="/health", api_key_env="VLLM_API_KEY",
         start_period_s=1200, ready_base_s=300.0, healthcheck_python="python3",
-        serve_argv=vllm_argv, clear_entrypoint=True,
+        serve_argv=vllm_argv, clear_entrypoint=True, waiting_metric="vllm:num_requests_waiting",
     ),
 )
 

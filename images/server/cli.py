@@ -114,13 +114,14 @@ def serve(config: ServerConfig) -> int:
     import uvicorn
 
     from .app import create_app
+    from .drain import DrainingServer, drain_timeout
 
     app = create_app(config)
     state = app.state
-    server = uvicorn.Server(uvicorn.Config(
+    server = DrainingServer(uvicorn.Config(
         app, host=config.host, port=config.port, log_level="info", lifespan="on",
         timeout_graceful_shutdown=5, log_config=None,
-    ))
+    ), state, drain_timeout())
     state.on_load_failure = lambda _msg: setattr(server, "should_exit", True)
     logging.getLogger("ezrunner_server").info(
         "listening on http://%s:%d (model loads in the background; GET /ready says when)", config.host, config.port)
