@@ -22,6 +22,7 @@ if [ "$mode" = test ] && [ "$(id -u)" = 0 ]; then
   command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
   command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
   command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
+  command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
   if [ ${#need[@]} -gt 0 ]; then
     say "apt-get install ${need[*]}"
     apt-get update -qq >/dev/null

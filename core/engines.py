@@ -26,6 +26,9 @@ VENV_PYTHON = "/opt/ezrunner/venv/bin/python"
 WRITABLE_PATHS = ("/tmp", "/home/ezrunner")
 # The CUDA Transformers template takes CPython 3.11 from this image.
 CUDA_PYTHON_IMAGE = "python:3.11-slim-bookworm"
+# The embedded server's waiting gauge (images/server/metrics.py) and its drain variable (images/server/drain.py).
+EMBEDDED_WAITING_METRIC = "ezrunner_requests_waiting"
+EMBEDDED_DRAIN_ENV = "EZRUNNER_DRAIN_TIMEOUT"
 
 
 def model_dir_in_image(served_model_name: str) -> str:
@@ -104,6 +107,9 @@ class EngineSpec:
     # filesystem read-only and mounts a tmpfs at each of these. Empty: the engine
     # has not been checked with a read-only root, which stays writable.
     writable_paths: tuple[str, ...] = ()
+    health_path: str = "/health"  # 200 while the process lives (a liveness probe)
+    waiting_metric: str = ""  # the Prometheus gauge of requests waiting for the engine
+    drain_env: str = ""  # the variable that sets the server's own drain on SIGTERM (seconds); "" if none
 
     @property
     def key(self) -> str:
@@ -129,19 +135,20 @@ ENGINE_TABLE: tuple[EngineSpec, ...] = (
         default_base_image="python:3.11-slim-bookworm", ready_path="/ready", api_key_env="EZRUNNER_API_KEY",
         start_period_s=600, ready_base_s=120.0, healthcheck_python=VENV_PYTHON,
         serve_argv=transformers_argv("cpu"), uses_wheelhouse=True, writable_paths=WRITABLE_PATHS,
+        waiting_metric=EMBEDDED_WAITING_METRIC, drain_env=EMBEDDED_DRAIN_ENV,
     ),
     EngineSpec(
         engine="transformers", device="cuda", template="transformers-cuda.Dockerfile.j2",
         default_base_image="nvidia/cuda:12.8.1-runtime-ubuntu24.04", ready_path="/ready",
         api_key_env="EZRUNNER_API_KEY", start_period_s=600, ready_base_s=120.0, healthcheck_python=VENV_PYTHON,
         serve_argv=transformers_argv("cuda"), uses_wheelhouse=True, extra_images=(CUDA_PYTHON_IMAGE,),
-        writable_paths=WRITABLE_PATHS,
+        writable_paths=WRITABLE_PATHS, waiting_metric=EMBEDDED_WAITING_METRIC, drain_env=EMBEDDED_DRAIN_ENV,
     ),
     EngineSpec(
         engine="vllm", device="cuda", template="vllm.Dockerfile.j2",
         default_base_image="vllm/vllm-openai:v0.11.0", ready_path="/health", api_key_env="VLLM_API_KEY",
         start_period_s=1200, ready_base_s=300.0, healthcheck_python="python3",
-        serve_argv=vllm_argv, clear_entrypoint=True,
+        serve_argv=vllm_argv, clear_entrypoint=True, waiting_metric="vllm:num_requests_waiting",
     ),
 )
 

@@ -38,6 +38,9 @@ VARIABLES: tuple[Variable, ...] = (
              "the API key the embedded server requires (`Authorization: Bearer KEY`); `ezrunner run "
              "--api-key` hands it to the container in this variable, never in its argv or labels",
              side="server"),
+    Variable("EZRUNNER_DRAIN_TIMEOUT", "10",
+             "seconds the embedded server waits on SIGTERM for requests in flight (streams included) "
+             "before it exits; `/ready` answers 503 from the first SIGTERM", side="server"),
     Variable("EZRUNNER_SERVER_FAULT_PROMPT", "unset",
              "tests only: a prompt that makes the embedded server's engine fail, to exercise the error paths",
              side="server"),

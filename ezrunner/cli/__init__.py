@@ -22,7 +22,7 @@ from ezrunner._version import __version__
 # Subcommand modules, in the order --help lists them. Add a module here only
 # when its command really works.
 COMMAND_MODULES: tuple[str, ...] = ("demo", "search", "probe", "plan", "pack", "serve", "run", "ps", "logs", "stop",
-                                    "prune")
+                                    "prune", "k8s")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -174,13 +174,13 @@ def serve(config: ServerConfig) -> int:
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import uvicorn
 
     from .app import create_app
+    from .drain import DrainingServer, drain_timeout
 
     app = create_app(config)
     state = app.state
-    server = uvicorn.Server(uvicorn_config(app, config, state))
+    server = DrainingServer(uvicorn_config(app, config, state), state, drain_timeout())
     state.on_load_failure = lambda _msg: setattr(server, "should_exit", True)
     logging.getLogger("ezrunner_server").info(
         "listening on http://%s:%d (model loads in the background; GET /ready says when)", config.host, config.port)

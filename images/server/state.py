@@ -28,6 +28,7 @@ class ServerState:
         self.metrics = ServerMetrics()
         self.engine = None
         self.ready = False
+        self.draining = False  # SIGTERM came: /ready answers 503 while requests in flight finish
         self.load_error: str | None = None
         self.phase = "starting"
         self.created = int(time.time())

@@ -19,8 +19,11 @@ async def health(request: Request) -> dict[str, str]:
 
 @router.get("/ready")
 async def ready(request: Request) -> dict[str, str]:
-    """200 once the model is loaded and the generation loop runs; 503 (OpenAI error shape) before."""
+    """200 once the model is loaded and the generation loop runs; 503 (OpenAI error shape) before,
+    and from the first SIGTERM on (drain)."""
     state = server_state(request)
+    if state.draining:
+        raise APIError(503, "The server is shutting down.", code="draining")
     engine = ready_engine(state)
     if not engine.is_alive():
         raise APIError(503, "The generation loop has stopped.", code="engine_dead")
